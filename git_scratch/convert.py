@@ -1,0 +1,359 @@
+"""Official Hugging Face GIT checkpoints <-> git_scratch, in both directions.
+
+This is the only module that knows HF's names: the fields of `config.json` and the keys of
+`model.safetensors`. Everything goes through two literal tables, FIELD_MAP and KEY_MAP, so a
+reader can check every name against transformers/models/git/modeling_git.py by eye.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import GitConfig, VisionConfig
+from .model import GIT
+
+# --- config.json ---------------------------------------------------------------------------
+
+# (HF field, our field). Every field that changes the numbers is here; config_from_hf rejects
+# values of the fields in REQUIRED_VALUES that we do not implement.
+FIELD_MAP: list[tuple[str, str]] = [
+    ("vocab_size", "vocab_size"),
+    ("hidden_size", "d_model"),
+    ("num_hidden_layers", "n_layer"),
+    ("num_attention_heads", "n_head"),
+    ("intermediate_size", "d_ff"),
+    ("hidden_act", "act"),
+    ("layer_norm_eps", "norm_eps"),
+    ("max_position_embeddings", "max_positions"),
+    ("num_image_with_embedding", "n_frames"),
+    ("tie_word_embeddings", "tie_embeddings"),
+    ("hidden_dropout_prob", "dropout"),
+    ("attention_probs_dropout_prob", "attn_dropout"),
+    ("initializer_range", "init_std"),
+    ("pad_token_id", "pad_id"),
+    ("bos_token_id", "bos_id"),
+    ("eos_token_id", "eos_id"),
+]
+VISION_FIELD_MAP: list[tuple[str, str]] = [
+    ("image_size", "image_size"),
+    ("patch_size", "patch_size"),
+    ("hidden_size", "d_model"),
+    ("num_hidden_layers", "n_layer"),
+    ("num_attention_heads", "n_head"),
+    ("intermediate_size", "d_ff"),
+    ("hidden_act", "act"),
+    ("layer_norm_eps", "norm_eps"),
+]
+# Fields HF honours that we support at one value only: (section, field) -> accepted values.
+REQUIRED_VALUES: dict[tuple[str, str], tuple[Any, ...]] = {
+    ("", "position_embedding_type"): ("absolute",),
+    ("vision_config", "num_channels"): (3,),
+    ("vision_config", "attention_dropout"): (0, 0.0),
+}
+
+
+def config_from_hf(data: dict[str, Any], source: str = "config.json") -> GitConfig:
+    """HF config.json contents -> GitConfig. HF's defaults fill absent fields, as in transformers."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{source} is not a JSON object; is this a GIT checkpoint's config.json?")
+    if data.get("model_type", "git") != "git":
+        raise ValueError(f"{source} has model_type {data['model_type']!r}, not 'git'; "
+                         "point at a GIT checkpoint (e.g. microsoft/git-base)")
+    vision = data.get("vision_config") or {}
+    if not isinstance(vision, dict):
+        raise ValueError(f"{source}: vision_config must be a JSON object, got {vision!r}")
+    for (section, name), accepted in REQUIRED_VALUES.items():
+        block = vision if section else data
+        if name in block and block[name] not in accepted:
+            where = f"{section}.{name}" if section else name
+            raise ValueError(f"{source}: {where} = {block[name]!r} is not supported (only {accepted[0]!r})")
+    text = {ours: _single(data[hf], hf, source) for hf, ours in FIELD_MAP if hf in data}
+    vis = {ours: _square(vision[hf], hf, source) for hf, ours in VISION_FIELD_MAP if hf in vision}
+    text.setdefault("tie_embeddings", False)  # HF GitConfig's default, unlike most models
+    try:
+        return GitConfig(**text, vision=VisionConfig(**vis))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{source}: {e}") from None
+
+
+def config_to_hf(cfg: GitConfig, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    data: dict[str, Any] = {"architectures": ["GitForCausalLM"], "model_type": "git"}
+    data |= {hf: getattr(cfg, ours) for hf, ours in FIELD_MAP}
+    data["dtype"] = str(dtype).removeprefix("torch.")
+    data["vision_config"] = {"model_type": "git_vision_model",
+                             **{hf: getattr(cfg.vision, ours) for hf, ours in VISION_FIELD_MAP}}
+    return data
+
+
+def _single(value: Any, field: str, source: str) -> Any:
+    """eos_token_id may be a list in HF configs; we generate with one end token."""
+    if isinstance(value, list):
+        if len(value) != 1:
+            raise ValueError(f"{source}: {field} = {value} lists several ids; git_scratch stops on one, "
+                             "set it to a single id")
+        return value[0]
+    if value is None and field.endswith("_token_id"):
+        raise ValueError(f"{source}: {field} is null; set it to a token id (GIT uses pad 0, bos 101, eos 102)")
+    return value
+
+
+def _square(value: Any, field: str, source: str) -> Any:
+    """image_size and patch_size may be [h, w] in HF configs; GIT's are square."""
+    if isinstance(value, (list, tuple)):
+        if len(set(value)) != 1:
+            raise ValueError(f"{source}: vision_config.{field} = {value} is not square; GIT needs one size")
+        return value[0]
+    return value
+
+
+# --- the key map -----------------------------------------------------------------------------
+
+# HF key (or a tuple of HF keys concatenated along dim 0 into one of ours) -> our key.
+# {v} is a vision layer, {d} a decoder layer, {f} a frame: the per-frame (1, 1, D) vectors of
+# HF are stacked into our one (F, 1, D) tensor. CLIP's separate q/k/v become open_clip's fused
+# in_proj; BERT's query/key/value become our fused qkv.
+VIT = "git.image_encoder.vision_model"
+KEY_MAP: list[tuple[str | tuple[str, ...], str]] = [
+    (f"{VIT}.embeddings.class_embedding", "vision.vit.class_embedding"),
+    (f"{VIT}.embeddings.patch_embedding.weight", "vision.vit.conv1.weight"),
+    (f"{VIT}.embeddings.position_embedding.weight", "vision.vit.positional_embedding"),
+    (f"{VIT}.pre_layrnorm.weight", "vision.vit.ln_pre.weight"),
+    (f"{VIT}.pre_layrnorm.bias", "vision.vit.ln_pre.bias"),
+    ((f"{VIT}.encoder.layers.{{v}}.self_attn.q_proj.weight", f"{VIT}.encoder.layers.{{v}}.self_attn.k_proj.weight",
+      f"{VIT}.encoder.layers.{{v}}.self_attn.v_proj.weight"), "vision.vit.transformer.resblocks.{v}.attn.in_proj_weight"),
+    ((f"{VIT}.encoder.layers.{{v}}.self_attn.q_proj.bias", f"{VIT}.encoder.layers.{{v}}.self_attn.k_proj.bias",
+      f"{VIT}.encoder.layers.{{v}}.self_attn.v_proj.bias"), "vision.vit.transformer.resblocks.{v}.attn.in_proj_bias"),
+    (f"{VIT}.encoder.layers.{{v}}.self_attn.out_proj.weight", "vision.vit.transformer.resblocks.{v}.attn.out_proj.weight"),
+    (f"{VIT}.encoder.layers.{{v}}.self_attn.out_proj.bias", "vision.vit.transformer.resblocks.{v}.attn.out_proj.bias"),
+    (f"{VIT}.encoder.layers.{{v}}.layer_norm1.weight", "vision.vit.transformer.resblocks.{v}.ln_1.weight"),
+    (f"{VIT}.encoder.layers.{{v}}.layer_norm1.bias", "vision.vit.transformer.resblocks.{v}.ln_1.bias"),
+    (f"{VIT}.encoder.layers.{{v}}.mlp.fc1.weight", "vision.vit.transformer.resblocks.{v}.mlp.c_fc.weight"),
+    (f"{VIT}.encoder.layers.{{v}}.mlp.fc1.bias", "vision.vit.transformer.resblocks.{v}.mlp.c_fc.bias"),
+    (f"{VIT}.encoder.layers.{{v}}.mlp.fc2.weight", "vision.vit.transformer.resblocks.{v}.mlp.c_proj.weight"),
+    (f"{VIT}.encoder.layers.{{v}}.mlp.fc2.bias", "vision.vit.transformer.resblocks.{v}.mlp.c_proj.bias"),
+    (f"{VIT}.encoder.layers.{{v}}.layer_norm2.weight", "vision.vit.transformer.resblocks.{v}.ln_2.weight"),
+    (f"{VIT}.encoder.layers.{{v}}.layer_norm2.bias", "vision.vit.transformer.resblocks.{v}.ln_2.bias"),
+    (f"{VIT}.post_layernorm.weight", "vision.vit.ln_post.weight"),
+    (f"{VIT}.post_layernorm.bias", "vision.vit.ln_post.bias"),
+    ("git.img_temporal_embedding.{f}", "vision.frame_embed"),
+    ("git.visual_projection.visual_projection.0.weight", "image_proj.0.weight"),
+    ("git.visual_projection.visual_projection.0.bias", "image_proj.0.bias"),
+    ("git.visual_projection.visual_projection.1.weight", "image_proj.1.weight"),
+    ("git.visual_projection.visual_projection.1.bias", "image_proj.1.bias"),
+    ("git.embeddings.word_embeddings.weight", "embed.word.weight"),
+    ("git.embeddings.position_embeddings.weight", "embed.position.weight"),
+    ("git.embeddings.LayerNorm.weight", "embed.norm.weight"),
+    ("git.embeddings.LayerNorm.bias", "embed.norm.bias"),
+    (("git.encoder.layer.{d}.attention.self.query.weight", "git.encoder.layer.{d}.attention.self.key.weight",
+      "git.encoder.layer.{d}.attention.self.value.weight"), "blocks.{d}.attn.qkv.weight"),
+    (("git.encoder.layer.{d}.attention.self.query.bias", "git.encoder.layer.{d}.attention.self.key.bias",
+      "git.encoder.layer.{d}.attention.self.value.bias"), "blocks.{d}.attn.qkv.bias"),
+    ("git.encoder.layer.{d}.attention.output.dense.weight", "blocks.{d}.attn.out.weight"),
+    ("git.encoder.layer.{d}.attention.output.dense.bias", "blocks.{d}.attn.out.bias"),
+    ("git.encoder.layer.{d}.attention.output.LayerNorm.weight", "blocks.{d}.norm1.weight"),
+    ("git.encoder.layer.{d}.attention.output.LayerNorm.bias", "blocks.{d}.norm1.bias"),
+    ("git.encoder.layer.{d}.intermediate.dense.weight", "blocks.{d}.mlp.fc.weight"),
+    ("git.encoder.layer.{d}.intermediate.dense.bias", "blocks.{d}.mlp.fc.bias"),
+    ("git.encoder.layer.{d}.output.dense.weight", "blocks.{d}.mlp.proj.weight"),
+    ("git.encoder.layer.{d}.output.dense.bias", "blocks.{d}.mlp.proj.bias"),
+    ("git.encoder.layer.{d}.output.LayerNorm.weight", "blocks.{d}.norm2.weight"),
+    ("git.encoder.layer.{d}.output.LayerNorm.bias", "blocks.{d}.norm2.bias"),
+    ("output.weight", "lm_head.weight"),  # absent from tied checkpoints: it is the word embedding
+    ("output.bias", "lm_head.bias"),
+]
+# Index buffers (arange) that older transformers versions saved; nothing to load.
+DROPPED = ("git.embeddings.position_ids", f"{VIT}.embeddings.position_ids")
+# transformers < 5 spelled the temporal embedding "temperal"; the released video checkpoints do too.
+LEGACY_PREFIXES = {"git.img_temperal_embedding.": "git.img_temporal_embedding."}
+
+
+def expanded_key_map(cfg: GitConfig) -> Iterator[tuple[tuple[str, ...], str]]:
+    """KEY_MAP with {v}, {d}, {f} filled in for this config: (HF keys, our key)."""
+    for hf, ours in KEY_MAP:
+        hf = (hf,) if isinstance(hf, str) else hf
+        if ours == "lm_head.weight" and cfg.tie_embeddings:
+            continue
+        if "{v}" in ours:
+            for i in range(cfg.vision.n_layer):
+                yield tuple(h.replace("{v}", str(i)) for h in hf), ours.replace("{v}", str(i))
+        elif "{d}" in ours:
+            for i in range(cfg.n_layer):
+                yield tuple(h.replace("{d}", str(i)) for h in hf), ours.replace("{d}", str(i))
+        elif "{f}" in hf[0]:
+            if cfg.n_frames:
+                yield tuple(hf[0].replace("{f}", str(i)) for i in range(cfg.n_frames)), ours
+        else:
+            yield hf, ours
+
+
+def from_hf_state_dict(hf_sd: dict[str, torch.Tensor], cfg: GitConfig, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """HF tensors -> ours. Every problem (missing, unexpected, wrong shape) is reported in one error."""
+    hf_sd = {_modern_name(k): v for k, v in hf_sd.items()}
+    expected = expected_shapes(cfg)
+    ours: dict[str, torch.Tensor] = {}
+    missing, wrong_shape, used = [], [], set(DROPPED)
+    if cfg.tie_embeddings:
+        used.add("output.weight")  # a tied checkpoint may still carry it; the word embedding wins
+    for hf_keys, key in expanded_key_map(cfg):
+        used.update(hf_keys)
+        absent = [h for h in hf_keys if h not in hf_sd]
+        if absent:
+            missing += absent
+            continue
+        tensor = torch.cat([hf_sd[h] for h in hf_keys]) if len(hf_keys) > 1 else hf_sd[hf_keys[0]]
+        if tuple(tensor.shape) != expected[key]:
+            got = " + ".join(str(tuple(hf_sd[h].shape)) for h in hf_keys)
+            wrong_shape.append(f"{hf_keys[0]} has shape {got}, config.json implies {_hf_shape(expected[key], len(hf_keys))}")
+            continue
+        ours[key] = tensor
+    unexpected = sorted(set(hf_sd) - used)
+    problems = ([f"missing {', '.join(missing)}"] if missing else []) + \
+               ([f"unexpected {', '.join(unexpected)}"] if unexpected else []) + wrong_shape
+    if problems:
+        raise ValueError(f"{source} does not fit its config.json: {'; '.join(problems)}. "
+                         "Check that the weights and config.json come from the same checkpoint")
+    return ours
+
+
+def to_hf_state_dict(sd: dict[str, torch.Tensor], cfg: GitConfig) -> dict[str, torch.Tensor]:
+    """Our tensors -> HF's, fused tensors split back along dim 0 (contiguous, ready to save)."""
+    hf_sd = {}
+    for hf_keys, key in expanded_key_map(cfg):
+        for h, part in zip(hf_keys, sd[key].chunk(len(hf_keys))):
+            hf_sd[h] = part.contiguous()
+    return hf_sd
+
+
+def expected_shapes(cfg: GitConfig) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in GIT(cfg).state_dict().items()}
+
+
+def _modern_name(key: str) -> str:
+    for old, new in LEGACY_PREFIXES.items():
+        if key.startswith(old):
+            return new + key[len(old):]
+    return key
+
+
+def _hf_shape(shape: tuple[int, ...], parts: int) -> tuple[int, ...]:
+    return (shape[0] // parts, *shape[1:])
+
+
+# --- files -----------------------------------------------------------------------------------
+
+
+def read_hf_config(path: Path) -> GitConfig:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; a checkpoint directory needs the config.json "
+                                "that came with its weights")
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); restore it from the original checkpoint") from None
+    return config_from_hf(data, source=str(path))
+
+
+def read_hf_tensors(directory: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """All tensors of a checkpoint directory, and the file name to blame in errors."""
+    single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
+    bin_single, bin_index = directory / "pytorch_model.bin", directory / "pytorch_model.bin.index.json"
+    if single.is_file():
+        return _read_file(single), str(single)
+    for idx in (index, bin_index):
+        if idx.is_file():
+            try:
+                shards = sorted(set(json.loads(idx.read_text())["weight_map"].values()))
+            except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+                raise ValueError(f"{idx} is not a valid shard index ({e!r}); re-download it") from None
+            tensors: dict[str, torch.Tensor] = {}
+            for shard in shards:
+                tensors |= _read_file(directory / shard)
+            return tensors, str(idx)
+    if bin_single.is_file():
+        return _read_file(bin_single), str(bin_single)
+    raise FileNotFoundError(f"{directory} has no model.safetensors, model.safetensors.index.json or "
+                            "pytorch_model.bin; is it a GIT checkpoint directory?")
+
+
+def _read_file(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found (listed in the shard index); re-download the checkpoint")
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(path)
+        # weights_only: a .bin is a pickle, and we never execute code from a checkpoint.
+        tensors = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # safetensors and pickle raise many types for a damaged file
+        raise ValueError(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                         "the file is damaged or truncated, re-download or re-save it") from None
+    if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
+        raise ValueError(f"{path} does not hold a state dict of tensors; is it a model checkpoint?")
+    return tensors
+
+
+def load_pretrained(path: str | Path, *, dtype: torch.dtype = torch.float32,
+                    device: torch.device | str = "cpu") -> GIT:
+    directory = Path(path)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: no such checkpoint directory; pass a directory holding "
+                                "config.json and model.safetensors")
+    cfg = read_hf_config(directory / "config.json")
+    hf_sd, source = read_hf_tensors(directory)
+    sd = from_hf_state_dict(hf_sd, cfg, source=source)
+    with torch.device("meta"):  # no random init: every tensor comes from the file
+        model = GIT(cfg)
+    if cfg.tie_embeddings:
+        sd["lm_head.weight"] = sd["embed.word.weight"]
+    model.load_state_dict(sd, strict=True, assign=True)
+    if cfg.tie_embeddings:  # assign=True gave the two names separate Parameters; share one again
+        model.lm_head.weight = model.embed.word.weight
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def save_pretrained(model: GIT, path: str | Path, *, force: bool = False) -> None:
+    """config.json + model.safetensors, written into a temporary directory then renamed."""
+    target = Path(path)
+    dtype = next(model.parameters()).dtype
+    tensors = to_hf_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()}, model.cfg)
+    with atomic_directory(target, force=force) as tmp:
+        (tmp / "config.json").write_text(json.dumps(config_to_hf(model.cfg, dtype), indent=2) + "\n")
+        save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
+
+
+class atomic_directory:
+    """Build a directory under a temporary name next to `target`, then rename it into place.
+
+    A crash mid-write leaves `target` as it was. An existing non-empty `target` is replaced
+    only with force=True (moved aside, swapped, then deleted)."""
+
+    def __init__(self, target: Path, *, force: bool = False) -> None:
+        self.target = target
+        if target.exists() and not (target.is_dir() and not any(target.iterdir())) and not force:
+            raise FileExistsError(f"{target} already exists; pass --force (force=True) to overwrite it")
+
+    def __enter__(self) -> Path:
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.", dir=self.target.parent))
+        return self.tmp
+
+    def __exit__(self, exc_type: type | None, *_: Any) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        os.chmod(self.tmp, 0o755)  # mkdtemp makes it private; a checkpoint is meant to be shared
+        if self.target.exists():
+            old = self.target.with_name(f".{self.target.name}.old-{os.getpid()}")
+            os.replace(self.target, old)
+            os.replace(self.tmp, self.target)
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+        else:
+            os.replace(self.tmp, self.target)

@@ -1,0 +1,75 @@
+"""GIT's image encoder: open_clip's CLIP `VisionTransformer`, all tokens out, and video frames.
+
+GIT keeps every output token of the ViT (CLS included) after the final LayerNorm `ln_post`,
+instead of CLIP's pooled and projected CLS. We reuse open_clip's modules (conv1, class and
+position embeddings, ln_pre, the pre-LN transformer, ln_post) and write only the forward,
+because GIT also needs position embeddings interpolated for other resolutions, exactly as
+transformers' CLIP does with `interpolate_pos_encoding=True`.
+
+Letters: B batch, F frames, D vision width, n tokens per frame (grid_h * grid_w + 1).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from open_clip.transformer import LayerNorm, VisionTransformer
+from torch import nn
+
+from .activations import activation_factory
+from .config import VisionConfig
+
+
+class ImageEncoder(nn.Module):
+    def __init__(self, cfg: VisionConfig, n_frames: int | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.vit = VisionTransformer(
+            image_size=cfg.image_size,
+            patch_size=cfg.patch_size,
+            width=cfg.d_model,
+            layers=cfg.n_layer,
+            heads=cfg.n_head,
+            # open_clip sizes the MLP as int(width * ratio); the half makes that exactly d_ff.
+            mlp_ratio=(cfg.d_ff + 0.5) / cfg.d_model,
+            act_layer=activation_factory(cfg.act),
+            norm_layer=partial(LayerNorm, eps=cfg.norm_eps),
+        )
+        self.vit.proj = None  # CLIP's contrastive projection of the pooled token: GIT has none
+        # One learned vector per frame, added to all of that frame's tokens (zeros at init, as in GIT).
+        self.frame_embed = nn.Parameter(torch.zeros(n_frames, 1, cfg.d_model)) if n_frames else None
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """pixel_values (B, 3, H, W) or video (B, F, 3, H, W) -> image tokens (B, F * n, D)."""
+        if pixel_values.ndim == 4:
+            return self.encode_frames(pixel_values)
+        batch, frames = pixel_values.shape[:2]
+        tokens = self.encode_frames(pixel_values.flatten(0, 1))  # (B*F, n, D): each frame alone
+        tokens = rearrange(tokens, "(b f) n d -> b f n d", b=batch)
+        tokens = tokens + self.frame_embed[:frames]  # (F, 1, D) broadcast over batch and tokens
+        return rearrange(tokens, "b f n d -> b (f n) d")
+
+    def encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, n, D): every token after ln_post."""
+        vit = self.vit
+        x = vit.conv1(pixel_values.to(vit.conv1.weight.dtype))  # (B, D, grid_h, grid_w)
+        grid_h, grid_w = x.shape[-2:]
+        x = rearrange(x, "b d h w -> b (h w) d")
+        cls = vit.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # (B, 1, D)
+        x = torch.cat([cls, x], dim=1) + self.position_embedding(grid_h, grid_w).to(x.dtype)  # (B, n, D)
+        x = vit.transformer(vit.ln_pre(x))
+        return vit.ln_post(x)
+
+    def position_embedding(self, grid_h: int, grid_w: int) -> torch.Tensor:
+        """(1 + grid_h * grid_w, D): the table, bicubically resized when the grid differs."""
+        table = self.vit.positional_embedding  # (1 + g * g, D)
+        g = self.cfg.grid
+        if (grid_h, grid_w) == (g, g):
+            return table
+        cls_pos, patch_pos = table[:1], table[1:]
+        patch_pos = rearrange(patch_pos, "(h w) d -> 1 d h w", h=g)
+        patch_pos = F.interpolate(patch_pos, size=(grid_h, grid_w), mode="bicubic", align_corners=False)
+        return torch.cat([cls_pos, rearrange(patch_pos, "1 d h w -> (h w) d")])
