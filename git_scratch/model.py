@@ -109,6 +109,24 @@ class GIT(nn.Module):
             x = block(x, mask)
         return self.lm_head(x[:, n_image:])  # (B, T, V)
 
+    def generate(self, pixel_values: torch.Tensor, input_ids: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None, *, max_new_tokens: int = 20,
+                 min_new_tokens: int = 0, num_beams: int = 1, do_sample: bool = False,
+                 temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                 length_penalty: float = 1.0, early_stopping: bool | str = False,
+                 num_return_sequences: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Token ids (B * num_return_sequences, prompt + new), the prompt included, exactly as
+        transformers' `generate` returns them. `input_ids=None` means the prompt `[bos]`;
+        batched prompts are left-padded with `attention_mask`. The image prefix is computed
+        once per image and shared by all beams and returned sequences (generate.py)."""
+        from .generate import generate
+
+        return generate(self, pixel_values, input_ids, attention_mask, max_new_tokens=max_new_tokens,
+                        min_new_tokens=min_new_tokens, num_beams=num_beams, do_sample=do_sample,
+                        temperature=temperature, top_k=top_k, top_p=top_p, length_penalty=length_penalty,
+                        early_stopping=early_stopping, num_return_sequences=num_return_sequences,
+                        generator=generator)
+
     def new_caches(self, batch: int, max_len: int) -> list[KVCache]:
         """Empty per-layer caches for `batch` rows and `max_len` = image tokens + text tokens."""
         p = self.lm_head.weight
