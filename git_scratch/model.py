@@ -127,6 +127,39 @@ class GIT(nn.Module):
                         early_stopping=early_stopping, num_return_sequences=num_return_sequences,
                         generator=generator)
 
+    @torch.no_grad()
+    def answer(self, pixel_values: torch.Tensor, questions: list[list[int]], **generate_kwargs) -> torch.Tensor:
+        """Several questions about ONE image (or video) in one batched call that encodes it once.
+
+        `questions` are prompts as token ids, `[bos] + question tokens` (tokenizer.prompt_ids).
+        Returns what `generate` returns for the left-padded batch of questions, (Q, T0 + new)."""
+        from .generate import encode_prefix, generate
+
+        if pixel_values.shape[0] != 1:
+            raise ValueError(f"answer() takes one image (batch of 1), got {pixel_values.shape[0]}; "
+                             "call it once per image")
+        if not questions or not all(questions):
+            raise ValueError("answer() needs at least one question, each at least [bos]")
+        longest = max(len(q) for q in questions)
+        device = self.lm_head.weight.device
+        input_ids = torch.full((len(questions), longest), self.cfg.pad_id, dtype=torch.long, device=device)
+        attention_mask = torch.zeros_like(input_ids)
+        for row, q in enumerate(questions):
+            input_ids[row, longest - len(q):] = torch.tensor(q, dtype=torch.long)
+            attention_mask[row, longest - len(q):] = 1
+        prefix = encode_prefix(self, pixel_values.to(device))
+        image_index = torch.zeros(len(questions), dtype=torch.long, device=device)
+        return generate(self, pixel_values, input_ids, attention_mask, prefix=prefix,
+                        image_index=image_index, **generate_kwargs)
+
+    def classify(self, pixel_values: torch.Tensor, answers: list[list[int]], *,
+                 prompt_ids: list[int] | None = None, num_beams: int = 1) -> list:
+        """Classification by generation inside a trie of allowed answers: a `Choice(index, score)`
+        per image (constrain.py)."""
+        from .constrain import classify
+
+        return classify(self, pixel_values, answers, prompt_ids=prompt_ids, num_beams=num_beams)
+
     def new_caches(self, batch: int, max_len: int) -> list[KVCache]:
         """Empty per-layer caches for `batch` rows and `max_len` = image tokens + text tokens."""
         p = self.lm_head.weight
