@@ -8,15 +8,13 @@ reader can check every name against transformers/models/git/modeling_git.py by e
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from .atomic import atomic_directory
 from .config import GitConfig, VisionConfig
 from .model import GIT
 
@@ -321,39 +319,13 @@ def load_pretrained(path: str | Path, *, dtype: torch.dtype = torch.float32,
 
 def save_pretrained(model: GIT, path: str | Path, *, force: bool = False) -> None:
     """config.json + model.safetensors, written into a temporary directory then renamed."""
-    target = Path(path)
+    with atomic_directory(Path(path), force=force) as tmp:
+        write_model_files(model, tmp)
+
+
+def write_model_files(model: GIT, directory: Path) -> None:
+    """The official layout's two files, into an existing (temporary) directory."""
     dtype = next(model.parameters()).dtype
     tensors = to_hf_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()}, model.cfg)
-    with atomic_directory(target, force=force) as tmp:
-        (tmp / "config.json").write_text(json.dumps(config_to_hf(model.cfg, dtype), indent=2) + "\n")
-        save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
-
-
-class atomic_directory:
-    """Build a directory under a temporary name next to `target`, then rename it into place.
-
-    A crash mid-write leaves `target` as it was. An existing non-empty `target` is replaced
-    only with force=True (moved aside, swapped, then deleted)."""
-
-    def __init__(self, target: Path, *, force: bool = False) -> None:
-        self.target = target
-        if target.exists() and not (target.is_dir() and not any(target.iterdir())) and not force:
-            raise FileExistsError(f"{target} already exists; pass --force (force=True) to overwrite it")
-
-    def __enter__(self) -> Path:
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.", dir=self.target.parent))
-        return self.tmp
-
-    def __exit__(self, exc_type: type | None, *_: Any) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        os.chmod(self.tmp, 0o755)  # mkdtemp makes it private; a checkpoint is meant to be shared
-        if self.target.exists():
-            old = self.target.with_name(f".{self.target.name}.old-{os.getpid()}")
-            os.replace(self.target, old)
-            os.replace(self.tmp, self.target)
-            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
-        else:
-            os.replace(self.tmp, self.target)
+    (directory / "config.json").write_text(json.dumps(config_to_hf(model.cfg, dtype), indent=2) + "\n")
+    save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 
-def git_attention_mask(n_image: int, text_mask: torch.Tensor) -> torch.Tensor:
+def git_attention_mask(n_image: int, text_mask: torch.Tensor, segment_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Build the mask over the sequence `[image tokens ; text tokens]`.
 
     `text_mask` is (B, T), True (or 1) for a real text token and False for padding. Returns
@@ -30,6 +30,11 @@ def git_attention_mask(n_image: int, text_mask: torch.Tensor) -> torch.Tensor:
     depend on the text at all: generation computes them once per image and reuses them.
     Padding is blocked as a key only. A padded query row still sees the image tokens, so no
     row is ever fully masked and softmax never returns NaN; its output is simply ignored.
+
+    Packing: `segment_ids` (B, T) puts several texts about the same image in one row,
+    `[image ; text 1 ; text 2 ...]`. Text then sees only earlier tokens of its own segment
+    (block-diagonal causal), so each text gets exactly the logits it would get alone, while the
+    image is encoded once for all of them (training uses this; see data.py).
     """
     batch, n_text = text_mask.shape
     device = text_mask.device
@@ -41,4 +46,9 @@ def git_attention_mask(n_image: int, text_mask: torch.Tensor) -> torch.Tensor:
     # or when both are image tokens (bidirectional among images).
     allowed = torch.where(is_text[:, None], causal, ~is_text[None, :])  # (N+T, N+T)
     key_real = torch.cat([torch.ones(batch, n_image, dtype=torch.bool, device=device), text_mask.bool()], dim=1)
-    return allowed[None, None] & key_real[:, None, None, :]  # (B, 1, N+T, N+T)
+    mask = allowed[None, None] & key_real[:, None, None, :]  # (B, 1, N+T, N+T)
+    if segment_ids is not None:
+        seg = torch.cat([torch.zeros(batch, n_image, dtype=segment_ids.dtype, device=device), segment_ids], dim=1)
+        same = seg[:, :, None] == seg[:, None, :]  # (B, N+T, N+T)
+        mask = mask & (same | ~is_text[None, None, :])[:, None]  # text keys only within one segment
+    return mask

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import GitConfig
 from .decoder import DecoderBlock, KVCache, TextEmbedding
@@ -39,6 +40,7 @@ class GIT(nn.Module):
         self.embed = TextEmbedding(cfg)
         self.blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.n_layer))
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size)
+        self.grad_checkpointing = False
         self.apply(self._init_weights)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.word.weight
@@ -92,8 +94,9 @@ class GIT(nn.Module):
         return self.image_proj(self.vision(pixel_values))
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
-                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (B, T, V) of the text positions. attention_mask (B, T): 1 real token, 0 padding."""
+                attention_mask: torch.Tensor | None = None, *, segment_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, V) of the text positions. attention_mask (B, T): 1 real token, 0 padding.
+        segment_ids (B, T), optional: several texts packed after one image (mask.py)."""
         image_embeds = self.encode_image(pixel_values)  # (B_img, N, D)
         text_mask = text_mask_for(input_ids, attention_mask)
         if image_embeds.shape[0] != input_ids.shape[0]:
@@ -102,12 +105,20 @@ class GIT(nn.Module):
                                  f"{input_ids.shape[0]} rows; give one image per row, or a single image for all")
             image_embeds = image_embeds.expand(input_ids.shape[0], -1, -1)
         n_image = image_embeds.shape[1]
-        text_embeds = self.embed(input_ids, text_positions(text_mask))  # (B, T, D)
+        text_embeds = self.embed(input_ids, text_positions(text_mask, segment_ids))  # (B, T, D)
         x = torch.cat([image_embeds, text_embeds], dim=1)  # (B, N + T, D)
-        mask = git_attention_mask(n_image, text_mask)  # (B, 1, N + T, N + T)
+        mask = git_attention_mask(n_image, text_mask, segment_ids)  # (B, 1, N + T, N + T)
         for block in self.blocks:
-            x = block(x, mask)
+            if self.grad_checkpointing and self.training:
+                x = checkpoint(block, x, mask, use_reentrant=False)  # recomputed in backward
+            else:
+                x = block(x, mask)
         return self.lm_head(x[:, n_image:])  # (B, T, V)
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Trade compute for memory in training: activations of each block are recomputed."""
+        self.grad_checkpointing = enabled
+        self.vision.vit.set_grad_checkpointing(enabled)
 
     def generate(self, pixel_values: torch.Tensor, input_ids: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, *, max_new_tokens: int = 20,
@@ -167,10 +178,18 @@ class GIT(nn.Module):
                 for _ in self.blocks]
 
 
-def text_positions(text_mask: torch.Tensor) -> torch.Tensor:
+def text_positions(text_mask: torch.Tensor, segment_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Position of each text token counting real tokens only, so left padding does not shift
-    the positions of the row: a padded row gets the logits it would get alone. (B, T)"""
-    return (text_mask.long().cumsum(-1) - 1).clamp(min=0)
+    the positions of the row: a padded row gets the logits it would get alone. With packed
+    segments, positions restart at 0 with each segment. (B, T)"""
+    counts = text_mask.long().cumsum(-1)  # (B, T) real tokens so far
+    if segment_ids is not None:
+        starts = torch.ones_like(segment_ids, dtype=torch.bool)
+        starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+        # real tokens before this segment began, carried forward over the segment
+        before = torch.where(starts, counts - text_mask.long(), torch.zeros_like(counts)).cummax(-1).values
+        counts = counts - before
+    return (counts - 1).clamp(min=0)
 
 
 def text_mask_for(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:

@@ -17,8 +17,6 @@ files, huge files); `sniff_media` tells images from videos by content.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +27,8 @@ import numpy as np
 import torch
 import torchvision.transforms.v2.functional as tvF
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .atomic import atomic_write_text
 
 CONFIG_NAME = "preprocessor_config.json"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -120,15 +120,7 @@ class ImageProcessor:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         file = path / CONFIG_NAME
-        fd, tmp = tempfile.mkstemp(dir=path, prefix=f".{CONFIG_NAME}.")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_dict(), f, indent=2, sort_keys=True)
-                f.write("\n")
-            os.replace(tmp, file)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        atomic_write_text(file, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
         return file
 
     def __call__(self, images: Sequence[Image.Image]) -> torch.Tensor:

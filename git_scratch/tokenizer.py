@@ -16,13 +16,14 @@ Letters: B batch, T text tokens.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+from .atomic import atomic_write_text
 
 # transformers' BERT defaults; tokenizer_config.json may rename any of them.
 DEFAULT_SPECIALS: dict[str, str] = {
@@ -174,9 +175,9 @@ class GitTokenizer:
         """Write tokenizer.json and a tokenizer_config.json that transformers.AutoTokenizer loads."""
         directory = Path(path)
         directory.mkdir(parents=True, exist_ok=True)
-        _write_atomic(directory / "tokenizer.json", self.backend.to_str(pretty=True))
+        atomic_write_text(directory / "tokenizer.json", self.backend.to_str(pretty=True))
         config = json.dumps(self._transformers_config(), indent=2) + "\n"
-        _write_atomic(directory / "tokenizer_config.json", config)
+        atomic_write_text(directory / "tokenizer_config.json", config)
 
     def _transformers_config(self) -> dict[str, Any]:
         normalizer = self.backend.normalizer
@@ -297,14 +298,3 @@ def _id_list(ids: Sequence[int] | torch.Tensor) -> list[int]:
 
 def _first_line(e: BaseException) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    # Write to a temp name, then rename: a reader never sees a half-written file. Not mkstemp,
-    # whose 0600 mode would survive the rename and hide the file from other users.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

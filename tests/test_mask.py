@@ -48,3 +48,20 @@ def test_every_block_follows_the_rule() -> None:
                     rule = k <= q and bool(text_mask[b, k - n_image])  # causal, real keys
                 assert bool(mask[b, q, k]) == rule, (b, q, k)
     assert mask.any(-1).all(), "no query row may be fully masked"
+
+
+def test_packed_segments_are_block_diagonal() -> None:
+    """Two texts after one image: each sees the image and its own earlier tokens only."""
+    text_mask = torch.tensor([[1, 1, 1, 1, 1, 0]], dtype=torch.bool)
+    segments = torch.tensor([[1, 1, 2, 2, 2, 0]])
+    mask = git_attention_mask(2, text_mask, segments)[0, 0]
+    #                     img    text 1   text 2    pad
+    expected = torch.tensor([[1, 1,  0, 0,  0, 0, 0,  0],
+                             [1, 1,  0, 0,  0, 0, 0,  0],
+                             [1, 1,  1, 0,  0, 0, 0,  0],
+                             [1, 1,  1, 1,  0, 0, 0,  0],
+                             [1, 1,  0, 0,  1, 0, 0,  0],
+                             [1, 1,  0, 0,  1, 1, 0,  0],
+                             [1, 1,  0, 0,  1, 1, 1,  0],
+                             [1, 1,  0, 0,  0, 0, 0,  0]], dtype=torch.bool)
+    assert torch.equal(mask, expected)
