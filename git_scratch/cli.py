@@ -21,6 +21,7 @@ captioned), 2 a user error (nothing done), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import json
 import logging
@@ -35,8 +36,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .config import GitConfig, preset_names
 from .atomic import atomic_directory
+from .config import GitConfig, preset_names
 from .convert import read_hf_config, write_model_files
 from .model import GIT
 from .processor import CONFIG_NAME as PREPROCESSOR_CONFIG
@@ -406,6 +407,80 @@ def one_line(error: BaseException) -> str:
     return " ".join(str(error).splitlines()) or type(error).__name__
 
 
+# --- demo, train, eval ------------------------------------------------------------------------------
+
+
+def add_demo_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
+    parser.add_argument("--steps", type=positive_int, help="training steps (default: configs/train/shapes-demo.json)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--force", action="store_true", help="replace --out even if the demo did not make it")
+    parser.add_argument("--json", action="store_true", help="end with one JSON object of the results")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Train a small GIT from scratch on synthetic shapes, then caption held-out images."""
+    from .demo import report, run_demo as demo
+
+    parse_device(args.device)
+    result = demo(args.out, steps=args.steps, seed=args.seed, device=args.device, force=args.force,
+                  progress=sys.stderr.isatty())
+    print(report(result))
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "train_config"}))
+    return 0
+
+
+def add_train_args(parser: argparse.ArgumentParser) -> None:
+    from .train import TrainConfig
+
+    parser.add_argument("--config", help="a training config JSON (e.g. configs/train/shapes-demo.json); "
+                                         "flags below override its fields")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+        elif f.name == "betas":
+            parser.add_argument(flag, type=float, nargs=2, default=argparse.SUPPRESS, metavar=("B1", "B2"))
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
+            parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=f"default: {f.default}")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Fine-tune a checkpoint (--init) or train from a preset (--model, --tokenizer) on a manifest."""
+    from .train import TrainConfig, train
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    overrides = {k: tuple(v) if k == "betas" else v for k, v in vars(args).items() if k in fields}
+    cfg = TrainConfig.load(args.config, **overrides) if args.config else TrainConfig(**overrides)
+    if not cfg.train_manifest:
+        raise ValueError("no training data: pass --train-manifest FILE.jsonl (or set it in --config)")
+    parse_device(cfg.device)
+    result = train(cfg, progress=sys.stderr.isatty())
+    print(f"trained to step {result['steps']}, final loss {result['final_loss']:.4f}; model in {result['model_dir']}")
+    return 0
+
+
+def add_eval_args(parser: argparse.ArgumentParser) -> None:
+    add_model_args(parser)
+    parser.add_argument("manifest", help="JSONL manifest of captions and/or questions")
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    add_generation_args(parser)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Score a model on a manifest: caption exact match, BLEU-4, CIDEr-D; VQAv2 accuracy. Prints JSON."""
+    from .evaluate import evaluate
+
+    pipe = load_pipeline(args)
+    result = evaluate(pipe.model, pipe.tokenizer, pipe.processor, args.manifest, batch_size=args.batch_size,
+                      num_beams=args.num_beams, max_new_tokens=args.max_new_tokens, progress=sys.stderr.isatty())
+    print(json.dumps(result))
+    return 0
+
+
 # --- the table and the entry point -------------------------------------------------------------
 
 # name -> (add_<name>_args, run_<name>)
@@ -415,6 +490,9 @@ COMMANDS: dict[str, Command] = {
     "vqa": (add_vqa_args, run_vqa),
     "convert": (add_convert_args, run_convert),
     "info": (add_info_args, run_info),
+    "demo": (add_demo_args, run_demo),
+    "train": (add_train_args, run_train),
+    "eval": (add_eval_args, run_eval),
 }
 
 

@@ -282,9 +282,10 @@ def train(cfg: TrainConfig, *, model: GIT | None = None, tokenizer: GitTokenizer
             history.append(last)
             bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{last['tokens_per_s']:.0f}")
             bar.update()
-            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-                _write_history(metrics_path, history)
-            if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+            saving = cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps
+            if saving or (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+                _write_history(metrics_path, history)  # a checkpoint never outruns its metrics
+            if saving:
                 save_checkpoint(out_dir, step + 1, model, tokenizer, processor, optimizer, scheduler, cfg)
     bar.close()
     if rank == 0 and start < cfg.steps:
