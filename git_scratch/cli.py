@@ -481,6 +481,25 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_mask_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image-tokens", type=positive_int, default=4, help="image tokens per frame")
+    parser.add_argument("--text-tokens", type=positive_int, default=4)
+    parser.add_argument("--frames", type=positive_int, default=1)
+    parser.add_argument("--left-pad", type=int, default=0, help="how many of the text tokens are padding")
+    parser.add_argument("--out", default="mask.png", help="PNG to write (default: mask.png)")
+    parser.add_argument("--force", action="store_true", help="overwrite --out")
+
+
+def run_mask(args: argparse.Namespace) -> int:
+    """Draw GIT's attention mask, blocks labelled, as a PNG (built by mask.py itself)."""
+    from .pictures import draw_mask
+
+    draw_mask(Path(args.out), n_image=args.image_tokens, n_text=args.text_tokens, frames=args.frames,
+              left_pad=args.left_pad, force=args.force)
+    print(args.out)
+    return 0
+
+
 # --- the table and the entry point -------------------------------------------------------------
 
 # name -> (add_<name>_args, run_<name>)
@@ -493,6 +512,7 @@ COMMANDS: dict[str, Command] = {
     "demo": (add_demo_args, run_demo),
     "train": (add_train_args, run_train),
     "eval": (add_eval_args, run_eval),
+    "mask": (add_mask_args, run_mask),
 }
 
 
