@@ -13,8 +13,9 @@ preprocessor files), or a hub id such as microsoft/git-base-coco when huggingfac
 it in its cache or download it.
 
 User mistakes are raised as ValueError, FileNotFoundError or FileExistsError and printed by
-`main` as one line, `git-scratch: error: ...`, on stderr. Any other exception is a bug and keeps
-its traceback. Exit codes: 0 success, 1 some files of a caption batch failed (the others were
+`main` as one line, `git-scratch: error: ...`, on stderr, as is any other OSError (permissions,
+a full disk). Any other exception is a bug and keeps its traceback (docs/errors.md lists the
+errors). Exit codes: 0 success, 1 some files of a caption batch failed (the others were
 captioned), 2 a user error (nothing done), 130 interrupted.
 """
 
@@ -161,7 +162,7 @@ def run_vqa(args: argparse.Namespace) -> int:
     """Answer questions about one image or video: one line per question, Q<TAB>answer."""
     kind = sniff_media(args.file)
     pipe = load_pipeline(args)
-    prompts = [pipe.tokenizer.prompt_ids(question) for question in args.question]
+    prompts = [question_ids(pipe.tokenizer, question) for question in args.question]
     for question, prompt in zip(args.question, prompts):
         check_prompt_length(len(prompt), args.max_new_tokens, pipe.model.cfg, question)
     pixel_values = load_pixels(args.file, kind, pipe)
@@ -172,6 +173,18 @@ def run_vqa(args: argparse.Namespace) -> int:
         record = {"file": args.file, "question": question, "answer": answer}
         print(json.dumps(record, ensure_ascii=False) if args.json else f"{question}\t{answer}")
     return 0
+
+
+def question_ids(tokenizer: GitTokenizer, question: str) -> list[int]:
+    """[CLS] + the question's tokens. A question with no tokens would silently ask for a caption."""
+    try:
+        ids = tokenizer.prompt_ids(question)
+    except ValueError as e:  # bytes in another encoding on the command line
+        raise ValueError(f"question {shorten(question)!r}: {e}") from None
+    if len(ids) == 1:
+        raise ValueError(f"question {shorten(question)!r} has no words; ask something, or use "
+                         "git-scratch caption for a caption")
+    return ids
 
 
 def shorten(text: str, limit: int = 60) -> str:
@@ -437,6 +450,7 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--config", help="a training config JSON (e.g. configs/train/shapes-demo.json); "
                                          "flags below override its fields")
+    parser.add_argument("--force", action="store_true", help="start over in an --out-dir that holds a run")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.type in ("bool", bool):
@@ -458,6 +472,13 @@ def run_train(args: argparse.Namespace) -> int:
     if not cfg.train_manifest:
         raise ValueError("no training data: pass --train-manifest FILE.jsonl (or set it in --config)")
     parse_device(cfg.device)
+    previous = [name for name in ("checkpoints", "model", "metrics.jsonl") if (Path(cfg.out_dir) / name).exists()]
+    if previous and not cfg.resume:
+        if not args.force:
+            raise FileExistsError(f"{cfg.out_dir} already holds a training run ({', '.join(previous)}); pass "
+                                  "--resume to continue it, --force to replace it, or choose another --out-dir")
+        # The old run's later steps would outrank the new run's checkpoints in keep_last and --resume.
+        shutil.rmtree(Path(cfg.out_dir) / "checkpoints", ignore_errors=True)
     result = train(cfg, progress=sys.stderr.isatty())
     print(f"trained to step {result['steps']}, final loss {result['final_loss']:.4f}; model in {result['model_dir']}")
     return 0
@@ -546,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("git-scratch: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, OSError) as e:  # OSError: FileNotFoundError, FileExistsError, permissions, a full disk
         print(f"git-scratch: error: {one_line(e)}", file=sys.stderr)
         return 2
 

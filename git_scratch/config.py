@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .activations import ACTIVATION_NAMES
+from .atomic import atomic_write_text
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -96,13 +98,16 @@ class GitConfig:
         """Read a config written by `save` (our field names, not HF's config.json)."""
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON or not UTF-8
             raise ValueError(f"{path}: cannot read a git_scratch config ({e})") from None
         return cls.from_dict(data, source=str(path))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> GitConfig:
+        if not isinstance(data, dict) or not isinstance(data.get("vision", {}), dict):
+            raise ValueError(f"{source}: a git_scratch config is a JSON object with a \"vision\" object inside; "
+                             "see configs/git-base.json")
         known = {f.name for f in dataclasses.fields(cls)}
         vision_known = {f.name for f in dataclasses.fields(VisionConfig)}
         unknown = set(data) - known - {"name"}
@@ -110,13 +115,20 @@ class GitConfig:
         if unknown:
             raise ValueError(f"{source}: unknown field(s) {', '.join(sorted(unknown))}")
         data = {k: v for k, v in data.items() if k != "name"}
-        return cls(**{**data, "vision": VisionConfig(**data.get("vision", {}))})
+        try:
+            return cls(**{**data, "vision": VisionConfig(**data.get("vision", {}))})
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+    def save(self, path: str | Path, *, force: bool = False) -> None:
+        """Write our JSON (atomically); an existing file is replaced only with force=True."""
+        path = Path(path)
+        if path.exists() and not force:
+            raise FileExistsError(f"{path} already exists; pass force=True to overwrite it")
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     def replace(self, **changes: Any) -> GitConfig:
         return dataclasses.replace(self, **changes)
@@ -126,33 +138,60 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
 
 
+# Far beyond any GIT checkpoint (git-large: 24 + 6 layers, width 1024, vocab 30522), so a damaged
+# config.json fails here instead of overflowing torch or building modules for hours.
+MAX_LAYERS = 1024
+MAX_SIZE = 1 << 20  # widths, vocabulary, positions, image side, frames
+
+
 def validate(cfg: GitConfig) -> None:
     """Reject what we cannot build faithfully, naming the field and value."""
     v = cfg.vision
-    positive = {
+    sizes = {
         "vocab_size": cfg.vocab_size, "d_model": cfg.d_model, "n_layer": cfg.n_layer,
         "n_head": cfg.n_head, "d_ff": cfg.d_ff, "max_positions": cfg.max_positions,
         "vision.image_size": v.image_size, "vision.patch_size": v.patch_size,
         "vision.d_model": v.d_model, "vision.n_layer": v.n_layer, "vision.n_head": v.n_head,
-        "vision.d_ff": v.d_ff, "norm_eps": cfg.norm_eps, "vision.norm_eps": v.norm_eps,
+        "vision.d_ff": v.d_ff,
     }
-    for name, value in positive.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise ValueError(f"config field {name} = {value!r} must be a positive number")
+    for name, value in sizes.items():
+        if not _is_int(value) or value <= 0:
+            raise ValueError(f"config field {name} = {value!r} must be a positive integer")
+        limit = MAX_LAYERS if name.endswith("n_layer") else MAX_SIZE
+        if value > limit:
+            raise ValueError(f"config field {name} = {value} is over {limit}, far beyond any GIT checkpoint; "
+                             "the config is damaged, restore it from the original checkpoint")
+    for name, value in (("norm_eps", cfg.norm_eps), ("vision.norm_eps", v.norm_eps)):
+        if not _is_real(value) or not 0 < value < math.inf:  # NaN fails both comparisons
+            raise ValueError(f"config field {name} = {value!r} must be a finite positive number")
+    if not _is_real(cfg.init_std) or not 0 <= cfg.init_std < math.inf:
+        raise ValueError(f"config field init_std = {cfg.init_std!r} must be a finite number >= 0")
     if cfg.d_model % cfg.n_head:
-        raise ValueError(f"config: d_model = {cfg.d_model} is not divisible by n_head = {cfg.n_head}")
+        raise ValueError(f"config field d_model = {cfg.d_model} is not divisible by n_head = {cfg.n_head}")
     if v.d_model % v.n_head:
-        raise ValueError(f"config: vision.d_model = {v.d_model} is not divisible by vision.n_head = {v.n_head}")
+        raise ValueError(f"config field vision.d_model = {v.d_model} is not divisible by vision.n_head = {v.n_head}")
     if v.patch_size > v.image_size:
-        raise ValueError(f"config: vision.patch_size = {v.patch_size} is larger than vision.image_size = {v.image_size}")
+        raise ValueError(f"config field vision.patch_size = {v.patch_size} is larger than "
+                         f"vision.image_size = {v.image_size}")
     for name, act in (("act", cfg.act), ("vision.act", v.act)):
-        if act not in ACTIVATION_NAMES:
-            raise ValueError(f"config field {name} = {act!r} is not supported; use one of {', '.join(ACTIVATION_NAMES)}")
-    if cfg.n_frames is not None and (isinstance(cfg.n_frames, bool) or cfg.n_frames < 1):
+        if not isinstance(act, str) or act not in ACTIVATION_NAMES:
+            raise ValueError(f"config field {name} = {act!r} is not supported; "
+                             f"use one of {', '.join(ACTIVATION_NAMES)}")
+    if cfg.n_frames is not None and (not _is_int(cfg.n_frames) or not 1 <= cfg.n_frames <= MAX_SIZE):
         raise ValueError(f"config field n_frames = {cfg.n_frames!r} must be a positive integer or null")
+    if not isinstance(cfg.tie_embeddings, bool):
+        raise ValueError(f"config field tie_embeddings = {cfg.tie_embeddings!r} must be true or false")
     for name, p in (("dropout", cfg.dropout), ("attn_dropout", cfg.attn_dropout)):
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"config field {name} = {p!r} must be in [0, 1)")
+        if not _is_real(p) or not 0.0 <= p < 1.0:
+            raise ValueError(f"config field {name} = {p!r} must be a number in [0, 1)")
     for name, tok in (("pad_id", cfg.pad_id), ("bos_id", cfg.bos_id), ("eos_id", cfg.eos_id)):
-        if not isinstance(tok, int) or not 0 <= tok < cfg.vocab_size:
+        if not _is_int(tok) or not 0 <= tok < cfg.vocab_size:
             raise ValueError(f"config field {name} = {tok!r} must be a token id in [0, vocab_size={cfg.vocab_size})")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

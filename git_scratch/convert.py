@@ -7,7 +7,9 @@ reader can check every name against transformers/models/git/modeling_git.py by e
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -50,6 +52,9 @@ VISION_FIELD_MAP: list[tuple[str, str]] = [
     ("hidden_act", "act"),
     ("layer_norm_eps", "norm_eps"),
 ]
+# Our field -> the name a user sees in config.json, for error messages.
+HF_NAMES = {ours: hf for hf, ours in FIELD_MAP} | {
+    f"vision.{ours}": f"vision_config.{hf}" for hf, ours in VISION_FIELD_MAP}
 # Fields HF honours that we support at one value only: (section, field) -> accepted values.
 REQUIRED_VALUES: dict[tuple[str, str], tuple[Any, ...]] = {
     ("", "position_embedding_type"): ("absolute",),
@@ -79,7 +84,13 @@ def config_from_hf(data: dict[str, Any], source: str = "config.json") -> GitConf
     try:
         return GitConfig(**text, vision=VisionConfig(**vis))
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{source}: {e}") from None
+        # config.py names our fields; add the name the user sees in config.json, and a fix.
+        what, _, fix = str(e).partition("; ")
+        field = re.match(r"config field ([\w.]+)", what)
+        if field and field.group(1) in HF_NAMES:
+            what += f" ({HF_NAMES[field.group(1)]} in config.json)"
+        fix = fix or "correct it, or restore config.json from the original checkpoint"
+        raise ValueError(f"{source}: {what}; {fix}") from None
 
 
 def config_to_hf(cfg: GitConfig, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
@@ -93,9 +104,9 @@ def config_to_hf(cfg: GitConfig, dtype: torch.dtype = torch.float32) -> dict[str
 
 def _single(value: Any, field: str, source: str) -> Any:
     """eos_token_id may be a list in HF configs; we generate with one end token."""
-    if isinstance(value, list):
+    if isinstance(value, list) and field.endswith("_token_id"):
         if len(value) != 1:
-            raise ValueError(f"{source}: {field} = {value} lists several ids; git_scratch stops on one, "
+            raise ValueError(f"{source}: {field} = {value} lists {len(value)} ids; git_scratch stops on one, "
                              "set it to a single id")
         return value[0]
     if value is None and field.endswith("_token_id"):
@@ -106,7 +117,7 @@ def _single(value: Any, field: str, source: str) -> Any:
 def _square(value: Any, field: str, source: str) -> Any:
     """image_size and patch_size may be [h, w] in HF configs; GIT's are square."""
     if isinstance(value, (list, tuple)):
-        if len(set(value)) != 1:
+        if len(value) not in (1, 2) or not all(isinstance(v, int) for v in value) or len(set(value)) != 1:
             raise ValueError(f"{source}: vision_config.{field} = {value} is not square; GIT needs one size")
         return value[0]
     return value
@@ -169,6 +180,8 @@ KEY_MAP: list[tuple[str | tuple[str, ...], str]] = [
 ]
 # Index buffers (arange) that older transformers versions saved; nothing to load.
 DROPPED = ("git.embeddings.position_ids", f"{VIT}.embeddings.position_ids")
+# Problems named one by one in a loading error; the rest are counted.
+MAX_LISTED = 10
 # transformers < 5 spelled the temporal embedding "temperal"; the released video checkpoints do too.
 LEGACY_PREFIXES = {"git.img_temperal_embedding.": "git.img_temporal_embedding."}
 
@@ -193,11 +206,13 @@ def expanded_key_map(cfg: GitConfig) -> Iterator[tuple[tuple[str, ...], str]]:
 
 
 def from_hf_state_dict(hf_sd: dict[str, torch.Tensor], cfg: GitConfig, source: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """HF tensors -> ours. Every problem (missing, unexpected, wrong shape) is reported in one error."""
+    """HF tensors -> ours. Every problem (missing, unexpected, wrong shape, not floating point) is
+    reported in one error. Floating-point tensors of any precision are accepted as they are
+    (load_pretrained casts them); integer, bool or complex ones where a weight belongs are refused."""
     hf_sd = {_modern_name(k): v for k, v in hf_sd.items()}
     expected = expected_shapes(cfg)
     ours: dict[str, torch.Tensor] = {}
-    missing, wrong_shape, used = [], [], set(DROPPED)
+    missing, bad, used = [], [], set(DROPPED)
     if cfg.tie_embeddings:
         used.add("output.weight")  # a tied checkpoint may still carry it; the word embedding wins
     for hf_keys, key in expanded_key_map(cfg):
@@ -206,19 +221,30 @@ def from_hf_state_dict(hf_sd: dict[str, torch.Tensor], cfg: GitConfig, source: s
         if absent:
             missing += absent
             continue
-        tensor = torch.cat([hf_sd[h] for h in hf_keys]) if len(hf_keys) > 1 else hf_sd[hf_keys[0]]
-        if tuple(tensor.shape) != expected[key]:
-            got = " + ".join(str(tuple(hf_sd[h].shape)) for h in hf_keys)
-            wrong_shape.append(f"{hf_keys[0]} has shape {got}, config.json implies {_hf_shape(expected[key], len(hf_keys))}")
+        part_shape = _hf_shape(expected[key], len(hf_keys))  # each of q, k, v; each frame
+        wrong = [f"{h} has shape {tuple(hf_sd[h].shape)}, config.json implies {part_shape}"
+                 for h in hf_keys if tuple(hf_sd[h].shape) != part_shape]
+        wrong += [f"{h} has dtype {str(hf_sd[h].dtype).removeprefix('torch.')}, not a floating-point type"
+                  for h in hf_keys if not hf_sd[h].is_floating_point()]
+        if wrong:
+            bad += wrong
             continue
-        ours[key] = tensor
+        ours[key] = torch.cat([hf_sd[h] for h in hf_keys]) if len(hf_keys) > 1 else hf_sd[hf_keys[0]]
     unexpected = sorted(set(hf_sd) - used)
-    problems = ([f"missing {', '.join(missing)}"] if missing else []) + \
-               ([f"unexpected {', '.join(unexpected)}"] if unexpected else []) + wrong_shape
+    problems = ([f"missing {_some(missing)}"] if missing else []) + \
+               ([f"unexpected {_some(unexpected)}"] if unexpected else []) + bad[:MAX_LISTED]
+    if len(bad) > MAX_LISTED:
+        problems.append(f"{len(bad) - MAX_LISTED} more tensors of the wrong shape or dtype")
     if problems:
-        raise ValueError(f"{source} does not fit its config.json: {'; '.join(problems)}. "
-                         "Check that the weights and config.json come from the same checkpoint")
+        raise ValueError(f"{source} does not fit its config.json: {'; '.join(problems)}; "
+                         "check that the weights and config.json come from the same checkpoint")
     return ours
+
+
+def _some(keys: list[str]) -> str:
+    """At most MAX_LISTED names, so a config of the wrong size gives a readable line."""
+    listed = ", ".join(keys[:MAX_LISTED])
+    return listed if len(keys) <= MAX_LISTED else f"{listed} and {len(keys) - MAX_LISTED} more"
 
 
 def to_hf_state_dict(sd: dict[str, torch.Tensor], cfg: GitConfig) -> dict[str, torch.Tensor]:
@@ -230,7 +256,9 @@ def to_hf_state_dict(sd: dict[str, torch.Tensor], cfg: GitConfig) -> dict[str, t
     return hf_sd
 
 
+@functools.lru_cache(maxsize=8)
 def expected_shapes(cfg: GitConfig) -> dict[str, tuple[int, ...]]:
+    """Our key -> shape for this config (a model on the meta device; cached, do not mutate)."""
     with torch.device("meta"):
         return {k: tuple(v.shape) for k, v in GIT(cfg).state_dict().items()}
 
@@ -254,8 +282,8 @@ def read_hf_config(path: Path) -> GitConfig:
         raise FileNotFoundError(f"{path} not found; a checkpoint directory needs the config.json "
                                 "that came with its weights")
     try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise ValueError(f"{path} is not valid JSON ({e}); restore it from the original checkpoint") from None
     return config_from_hf(data, source=str(path))
 
@@ -269,11 +297,15 @@ def read_hf_tensors(directory: Path) -> tuple[dict[str, torch.Tensor], str]:
     for idx in (index, bin_index):
         if idx.is_file():
             try:
-                shards = sorted(set(json.loads(idx.read_text())["weight_map"].values()))
-            except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+                shards = set(json.loads(idx.read_text(encoding="utf-8"))["weight_map"].values())
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError, TypeError,
+                    AttributeError) as e:
                 raise ValueError(f"{idx} is not a valid shard index ({e!r}); re-download it") from None
+            if not all(isinstance(shard, str) for shard in shards):
+                raise ValueError(f"{idx} is not a valid shard index (a weight_map value is not a file name); "
+                                 "re-download it")
             tensors: dict[str, torch.Tensor] = {}
-            for shard in shards:
+            for shard in sorted(shards):
                 tensors |= _read_file(directory / shard)
             return tensors, str(idx)
     if bin_single.is_file():

@@ -51,7 +51,8 @@ def read_manifest(path: str | Path, max_bad_fraction: float = 0.5) -> list[Examp
     if not path.is_file():
         raise FileNotFoundError(f"manifest {path} not found")
     examples, bad = [], []
-    for number, text in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+    # surrogateescape keeps bytes that are not UTF-8 visible, so _parse_line can call the line bad.
+    for number, text in enumerate(path.read_text(encoding="utf-8", errors="surrogateescape").splitlines(), start=1):
         if not text.strip():
             continue
         try:
@@ -69,9 +70,15 @@ def read_manifest(path: str | Path, max_bad_fraction: float = 0.5) -> list[Examp
 
 def _parse_line(text: str, number: int, root: Path) -> Example:
     try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:  # a byte that is not UTF-8: a bad line, not a caption with U+FFFD in it
+        raise ValueError(f"not UTF-8 at character {e.start}; re-save the manifest as UTF-8") from None
+    try:
         record = json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"not JSON ({e.msg})") from None
+    except RecursionError:
+        raise ValueError("not JSON (nested too deeply)") from None
     if not isinstance(record, dict):
         raise ValueError("not a JSON object")
     media_keys = [k for k in ("image", "video") if k in record]
@@ -88,6 +95,11 @@ def _parse_line(text: str, number: int, root: Path) -> Example:
         raise ValueError('needs "caption", or "question" and "answer"')
     if not isinstance(target, str) or not target.strip() or not (prompt is None or isinstance(prompt, str)):
         raise ValueError("caption, question and answer must be non-empty strings")
+    try:
+        (target + (prompt or "")).encode("utf-8")
+    except UnicodeEncodeError:  # a "\ud800"-style escape decodes to a lone surrogate
+        raise ValueError("caption, question or answer holds an unpaired surrogate escape (\\udXXX); "
+                         "fix the text") from None
     return Example(number, media, media_keys[0] == "video", prompt, target)
 
 

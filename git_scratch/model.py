@@ -132,6 +132,9 @@ class GIT(nn.Module):
         once per image and shared by all beams and returned sequences (generate.py)."""
         from .generate import generate
 
+        check_generation_inputs(self.cfg, input_ids, attention_mask, max_new_tokens=max_new_tokens,
+                                min_new_tokens=min_new_tokens, num_beams=num_beams, do_sample=do_sample,
+                                temperature=temperature, top_p=top_p, num_return_sequences=num_return_sequences)
         return generate(self, pixel_values, input_ids, attention_mask, max_new_tokens=max_new_tokens,
                         min_new_tokens=min_new_tokens, num_beams=num_beams, do_sample=do_sample,
                         temperature=temperature, top_k=top_k, top_p=top_p, length_penalty=length_penalty,
@@ -158,6 +161,7 @@ class GIT(nn.Module):
         for row, q in enumerate(questions):
             input_ids[row, longest - len(q):] = torch.tensor(q, dtype=torch.long)
             attention_mask[row, longest - len(q):] = 1
+        check_generation_inputs(self.cfg, input_ids, attention_mask, **generate_kwargs)
         prefix = encode_prefix(self, pixel_values.to(device))
         image_index = torch.zeros(len(questions), dtype=torch.long, device=device)
         return generate(self, pixel_values, input_ids, attention_mask, prefix=prefix,
@@ -199,6 +203,34 @@ def text_mask_for(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) 
         raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has "
                          f"{tuple(input_ids.shape)}; they must match")
     return attention_mask.bool()
+
+
+def check_generation_inputs(cfg: GitConfig, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
+                            *, max_new_tokens: int = 20, min_new_tokens: int = 0, num_beams: int = 1,
+                            do_sample: bool = False, temperature: float = 1.0, top_p: float | None = None,
+                            num_return_sequences: int = 1, **_: object) -> None:
+    """generate.py checks its arguments after the image prefix is computed; this runs the same
+    checks first, so a prompt too long for the position table (or any bad argument) costs no
+    vision work. Defaults are GIT.generate's."""
+    from .generate import check_generation_args
+
+    counts = {"max_new_tokens": max_new_tokens, "min_new_tokens": min_new_tokens, "num_beams": num_beams,
+              "num_return_sequences": num_return_sequences}
+    for name, value in counts.items():
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"{name} = {value!r} must be an integer")
+    if input_ids is None:
+        input_ids = torch.full((1, 1), cfg.bos_id, dtype=torch.long)
+    if input_ids.ndim != 2 or input_ids.shape[1] == 0:
+        raise ValueError(f"input_ids has shape {tuple(input_ids.shape)}; expected (B, T) with T >= 1, "
+                         "each row at least [bos]")
+    text_mask = text_mask_for(input_ids, attention_mask)
+    empty = (~text_mask.any(-1)).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"row {empty[0]} of attention_mask is all padding; every prompt needs at least its "
+                         "[bos] token")
+    check_generation_args(cfg, input_ids, text_mask, max_new_tokens, min_new_tokens, num_beams, do_sample,
+                          num_return_sequences, temperature, top_p)
 
 
 def check_pixel_values(pixel_values: torch.Tensor, cfg: GitConfig) -> None:

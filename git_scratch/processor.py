@@ -17,7 +17,10 @@ files, huge files); `sniff_media` tells images from videos by content.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import math
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +29,7 @@ import av
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as tvF
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from .atomic import atomic_write_text
 
@@ -44,6 +47,9 @@ INTERPOLATION = {
 # processor's resize target, so anything under twice that (3584 px shortest side for 224) is
 # decoded at full size and matches transformers exactly.
 KEEP_TIMES_TARGET = 8
+# Largest resize target or crop accepted from a preprocessor_config.json: GIT's are 224 to 480,
+# and a damaged value must not allocate gigabytes per image.
+MAX_SIDE = 4096
 
 
 @dataclass(frozen=True)
@@ -63,12 +69,20 @@ class ImageProcessor:
     do_convert_rgb: bool = True  # False: every image must already be mode RGB
 
     def __post_init__(self) -> None:
-        if self.size <= 0 or self.crop_size <= 0:
-            raise ValueError(f"size = {self.size} and crop_size = {self.crop_size} must be positive")
-        if self.resample not in INTERPOLATION:
-            raise ValueError(f"resample = {self.resample} is not supported; use 3 (bicubic), 2 (bilinear) or 0 (nearest)")
-        if len(self.mean) != 3 or len(self.std) != 3 or 0 in self.std:
-            raise ValueError(f"mean = {self.mean} and std = {self.std} need three values each, std non-zero")
+        if not all(_is_int(side) and 0 < side <= MAX_SIDE for side in (self.size, self.crop_size)):
+            raise ValueError(f"size = {self.size!r} and crop_size = {self.crop_size!r} must be integers "
+                             f"in [1, {MAX_SIDE}]")
+        if not _is_int(self.resample) or self.resample not in INTERPOLATION:
+            raise ValueError(f"resample = {self.resample!r} is not supported; use 3 (bicubic), 2 (bilinear) "
+                             "or 0 (nearest)")
+        numbers = (*self.mean, *self.std, self.rescale_factor)
+        if (len(self.mean) != 3 or len(self.std) != 3 or not all(_is_real(x) and math.isfinite(x) for x in numbers)
+                or 0 in self.std or self.rescale_factor <= 0):
+            raise ValueError(f"mean = {self.mean} and std = {self.std} need three numbers each, std non-zero, "
+                             f"and rescale_factor = {self.rescale_factor!r} a positive number")
+        for name in ("do_resize", "do_center_crop", "do_rescale", "do_normalize", "do_convert_rgb"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} = {getattr(self, name)!r} must be true or false")
 
     @classmethod
     def from_pretrained(cls, path: str | Path, image_size: int | None = None) -> ImageProcessor:
@@ -232,7 +246,7 @@ def load_image(path: str | Path, shortest_edge: int | None = 224) -> Image.Image
     if not path.is_file():
         raise FileNotFoundError(f"image file {path} not found")
     try:
-        with Image.open(path) as image:
+        with _quiet_pillow(), Image.open(path) as image:
             factor = _shrink_factor(image.size, shortest_edge)
             if factor > 1:
                 # Only JPEG decoders can scale (by 1/2, 1/4 or 1/8); for other formats a no-op.
@@ -240,13 +254,29 @@ def load_image(path: str | Path, shortest_edge: int | None = 224) -> Image.Image
             image.load()  # the first frame of an animated file
             image = to_rgb(ImageOps.exif_transpose(image))
     except Image.DecompressionBombError:
-        raise ValueError(f"{path} has more pixels than Pillow's decompression-bomb limit "
-                         f"({2 * Image.MAX_IMAGE_PIXELS}); raise PIL.Image.MAX_IMAGE_PIXELS if you trust it") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ValueError(_bomb_message(path)) from None
+    except Exception as e:  # Pillow's plugins raise many types (struct.error, EOFError, ...) for a damaged file
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"{path} is not an image Pillow can read ({reason})") from None
     factor = _shrink_factor(image.size, shortest_edge)
     return image.reduce(factor) if factor > 1 else image
+
+
+def _bomb_message(path: Path) -> str:
+    return (f"{path} has more pixels than Pillow's decompression-bomb limit ({2 * Image.MAX_IMAGE_PIXELS}); "
+            "if you trust the file, raise PIL.Image.MAX_IMAGE_PIXELS or shrink the image first")
+
+
+@contextmanager
+def _quiet_pillow() -> Iterator[None]:
+    """Pillow warns, and does not raise, between MAX_IMAGE_PIXELS and twice that (such images
+    load, shrunk as load_image says) and on damaged metadata it skips (EXIF, TIFF tags). Neither
+    is the user's error, and a CLI run should print one line per file, so both are silenced here.
+    Over twice the limit Pillow raises, and we refuse with one line."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        yield
 
 
 def _shrink_factor(size: tuple[int, int], shortest_edge: int | None) -> int:
@@ -258,20 +288,25 @@ def _shrink_factor(size: tuple[int, int], shortest_edge: int | None) -> int:
 def sniff_media(path: str | Path) -> Literal["image", "video"]:
     """"image" or "video", decided by the file's content, never its extension."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; pass image or video files")
     if not path.is_file():
         raise FileNotFoundError(f"media file {path} not found")
     try:
-        with Image.open(path) as image:
+        with _quiet_pillow(), Image.open(path) as image:
             # Pillow's MPEG plugin recognises MPEG video headers but decodes nothing.
             if image.format != "MPEG":
                 return "image"
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+    except Image.DecompressionBombError:
+        # An image, and too big: refuse now, before FFmpeg's image demuxers take it for a video.
+        raise ValueError(_bomb_message(path)) from None
+    except Exception:  # not an image; Pillow's plugins raise many types while guessing a format
         pass
     try:
         with av.open(str(path)) as container:
             # FFmpeg guesses some formats from the file name (image2 for *.jpg); a stream whose
-            # frame size it could not find is such a guess, not a video.
-            if any(s.codec_context.width > 0 for s in container.streams.video):
+            # frame size it could not find (or whose codec it does not know) is not a video.
+            if any(getattr(s.codec_context, "width", 0) > 0 for s in container.streams.video):
                 return "video"
     except (av.FFmpegError, OSError, ValueError):
         pass
@@ -280,8 +315,8 @@ def sniff_media(path: str | Path) -> Literal["image", "video"]:
 
 def _read_json(file: Path) -> dict[str, Any]:
     try:
-        data = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ValueError(f"{file} is not valid JSON ({e}); fix or delete it") from None
     if not isinstance(data, dict):
         raise ValueError(f"{file} is not a JSON object; is it a preprocessor_config.json?")
@@ -298,3 +333,11 @@ def _side(value: Any, keys: tuple[str, ...], field: str, source: str) -> int:
         return value
     wanted = " and ".join(f'"{k}": N' for k in keys)
     raise ValueError(f"{source}: {field} = {value!r} is not supported; GIT uses {{{wanted}}} or a plain int N")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -252,7 +252,7 @@ def _read_tokenizer_json(path: Path) -> Tokenizer:
 def _read_json_object(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise ValueError(f"{path} is not valid JSON ({_first_line(e)}); "
                          "restore it from the original checkpoint") from None
     if not isinstance(data, dict):
