@@ -72,6 +72,21 @@ class TrainConfig:
     device: str = "cpu"
     resume: bool = False  # continue from the newest checkpoint in out_dir
 
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "grad_accum", "log_every", "keep_last"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"training config field {name} = {value!r} must be a positive integer; "
+                                 "fix it in the config file or flag")
+        for name in ("warmup_steps", "save_every", "num_workers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"training config field {name} = {value!r} must be a whole number >= 0; "
+                                 "fix it in the config file or flag")
+        if not self.lr > 0 or (self.vision_lr is not None and not self.vision_lr >= 0):
+            raise ValueError(f"training config: lr = {self.lr!r} must be > 0 and vision_lr = {self.vision_lr!r} "
+                             ">= 0; fix the rates")
+
     @classmethod
     def load(cls, path: str | Path, **overrides: Any) -> TrainConfig:
         path = Path(path)
@@ -85,7 +100,10 @@ class TrainConfig:
             raise ValueError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}")
         if "betas" in data:
             data["betas"] = tuple(data["betas"])
-        return cls(**{**data, **overrides})
+        try:
+            return cls(**{**data, **overrides})
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
 
 
 # --- optimizer and schedule ---------------------------------------------------------------------

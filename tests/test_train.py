@@ -221,3 +221,13 @@ train(cfg, model=small_model(tok), tokenizer=tok, processor=ImageProcessor(size=
     b = GIT.from_pretrained(tmp_path / "one" / "model").state_dict()
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5, msg=key)
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--batch-size", "0"), ("--steps", "-1"), ("--lr", "0")])
+def test_bad_training_settings_are_one_line(data, flag: str, value: str, capsys) -> None:
+    from git_scratch.cli import main
+
+    manifest, _ = data
+    assert main(["train", "--train-manifest", str(manifest), flag, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err and value in err
