@@ -122,9 +122,9 @@ class ManifestDataset(Dataset):
                  *, num_frames: int | None = None, preload: bool = False, pack: bool = False) -> None:
         self.examples = list(examples)
         self.processor, self.tokenizer, self.num_frames = processor, tokenizer, num_frames
-        groups: dict[Path, list[int]] = {}
+        groups: dict[Path | int, list[int]] = {}  # by image when packing, else one per example
         for i, ex in enumerate(self.examples):
-            groups.setdefault(ex.media if pack else Path(str(i)), []).append(i)
+            groups.setdefault(ex.media if pack else i, []).append(i)
         self.groups = list(groups.values())
         self.pixels: dict[Path, torch.Tensor | None] | None = None
         if preload:
