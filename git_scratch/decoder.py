@@ -19,6 +19,33 @@ from .activations import activation_factory
 from .config import GitConfig
 
 
+# oneDNN's fp32 linear; None where torch was built without oneDNN (mkldnn).
+ONEDNN_LINEAR = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
+FEW_ROWS = 64  # measured up to 64 rows: oneDNN as fast as MKL or faster (docs/performance.md)
+
+
+def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """`layer(x)`, through oneDNN instead of MKL for a few rows on CPU in inference.
+
+    A decode step multiplies one row per beam, image or question by every weight of the
+    decoder and the LM head: it streams git-base's 271 MB of weights from memory for a handful
+    of rows. MKL's fp32 GEMM does that badly for 3-16 rows: a whole git-base decode step took
+    68 ms with MKL and 50 ms with oneDNN for 3 rows (beam search), 72 and 57 ms for 5 rows
+    (questions); equal for 1 row, never slower up to 64 (docs/performance.md). Results differ
+    only in float rounding. Training, large batches and hooked or subclassed layers keep `layer(x)`."""
+    if use_onednn(layer, x):
+        return ONEDNN_LINEAR(x, layer.weight, layer.bias, "none", [], "")
+    return layer(x)
+
+
+def use_onednn(layer: nn.Linear, x: torch.Tensor) -> bool:
+    """The cases measured: a plain fp32 nn.Linear on CPU, no autograd, at most FEW_ROWS rows."""
+    plain = type(layer) is nn.Linear and not (layer._forward_hooks or layer._forward_pre_hooks)
+    few_rows = x.numel() <= FEW_ROWS * x.shape[-1]
+    return (ONEDNN_LINEAR is not None and torch.backends.mkldnn.enabled and plain and few_rows
+            and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled())
+
+
 class TextEmbedding(nn.Module):
     """Word + absolute position embedding, then LayerNorm. Image tokens never pass here."""
 
@@ -66,16 +93,49 @@ class Attention(nn.Module):
         self.attn_dropout = cfg.attn_dropout
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)  # rows: [query; key; value], each (H Dh)
         self.out = nn.Linear(cfg.d_model, cfg.d_model)
+        # None: SDPA. A list: attention is computed explicitly and its probabilities appended (attention.py).
+        self.weights: list[torch.Tensor] | None = None
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
-                cache: KVCache | None = None, input_pos: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, S, D); mask (B, 1, S, L) boolean, L = S without a cache, the cache length with one."""
-        q, k, v = rearrange(self.qkv(x), "b s (three h d) -> three b h s d", three=3, h=self.n_head)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None = None,
+                input_pos: torch.Tensor | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, S, D); mask (B, 1, S, L) boolean, L = S without a cache, the cache length with one;
+        positions (B, S), the text position of each token, 0 for image tokens (see `heads`)."""
+        q, k, v = self.heads(x, positions)  # (B, H, S, Dh) each
         if cache is not None:
             k, v = cache.update(input_pos, k, v)  # (B, H, L, Dh)
         dropout = self.attn_dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, H, S, Dh)
-        return self.out(rearrange(y, "b h s d -> b s (h d)"))
+        if self.weights is None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, H, S, Dh)
+        else:
+            y = self.explicit_attention(q, k, v, mask, dropout)
+        return linear(self.out, rearrange(y, "b h s d -> b s (h d)"))
+
+    def heads(self, x: torch.Tensor, positions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values of x (B, S, D), (B, H, S, Dh) each. `positions` is unused here:
+        GIT's positions are absolute, added once by TextEmbedding. An attention that encodes
+        position itself changes this function, e.g. rotary rotates q and k (docs/extending.md)."""
+        q, k, v = rearrange(linear(self.qkv, x), "b s (three h d) -> three b h s d", three=3, h=self.n_head)
+        return q, k, v
+
+    def explicit_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                           dropout: float) -> torch.Tensor:
+        """What SDPA computes, written out to keep the probabilities (B, H, S, L) in self.weights:
+        softmax(q k^T / sqrt(Dh), -inf where the mask is False) @ v. The same mask and the same math;
+        outputs differ from SDPA's by fp32 rounding only (tests/test_attention.py)."""
+        scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, H, S, L)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, -float("inf"))
+        probs = scores.softmax(-1)
+        self.weights.append(probs)
+        return F.dropout(probs, dropout) @ v  # (B, H, S, Dh)
+
+    def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of x (B, S, D) alone, (B, H, S, Dh) each: the rows [key; value] of
+        the fused projection, without the query, the attention or anything after it."""
+        width = self.qkv.out_features // 3
+        kv = F.linear(x, self.qkv.weight[width:], self.qkv.bias[width:])  # (B, S, 2D)
+        k, v = rearrange(kv, "b s (two h d) -> two b h s d", two=2, h=self.n_head)
+        return k, v
 
 
 class MLP(nn.Module):
@@ -86,7 +146,7 @@ class MLP(nn.Module):
         self.proj = nn.Linear(cfg.d_ff, cfg.d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.act(self.fc(x)))
+        return linear(self.proj, self.act(linear(self.fc, x)))
 
 
 class DecoderBlock(nn.Module):
@@ -102,7 +162,13 @@ class DecoderBlock(nn.Module):
         self.norm2 = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
-                cache: KVCache | None = None, input_pos: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.norm1(x + self.drop(self.attn(x, mask, cache, input_pos)))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None = None,
+                input_pos: torch.Tensor | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.norm1(x + self.drop(self.attn(x, mask, cache, input_pos, positions)))
         return self.norm2(x + self.drop(self.mlp(x)))
+
+    def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys and values this block's attention computes from its input x (B, S, D), and
+        nothing else: generation needs only these for the image tokens of the last layer. A
+        block that feeds attention something else (pre-LN feeds norm1(x)) changes this too."""
+        return self.attn.keys_values(x)

@@ -39,6 +39,9 @@ class GIT(nn.Module):
         )
         self.embed = TextEmbedding(cfg)
         self.blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.n_layer))
+        # Post-LN blocks end in a LayerNorm, so the head reads normalised vectors and GIT has no
+        # final norm. A pre-LN decoder needs one here (docs/extending.md); this one is a no-op.
+        self.final_norm = nn.Identity()
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size)
         self.grad_checkpointing = False
         self.apply(self._init_weights)
@@ -105,20 +108,22 @@ class GIT(nn.Module):
                                  f"{input_ids.shape[0]} rows; give one image per row, or a single image for all")
             image_embeds = image_embeds.expand(input_ids.shape[0], -1, -1)
         n_image = image_embeds.shape[1]
-        text_embeds = self.embed(input_ids, text_positions(text_mask, segment_ids))  # (B, T, D)
+        positions = text_positions(text_mask, segment_ids)  # (B, T)
+        text_embeds = self.embed(input_ids, positions)  # (B, T, D)
         x = torch.cat([image_embeds, text_embeds], dim=1)  # (B, N + T, D)
         mask = git_attention_mask(n_image, text_mask, segment_ids)  # (B, 1, N + T, N + T)
+        positions = F.pad(positions, (n_image, 0))  # (B, N + T): image tokens at 0, for the blocks
         for block in self.blocks:
             if self.grad_checkpointing and self.training:
-                x = checkpoint(block, x, mask, use_reentrant=False)  # recomputed in backward
+                x = checkpoint(block, x, mask, positions=positions, use_reentrant=False)  # recomputed in backward
             else:
-                x = block(x, mask)
-        return self.lm_head(x[:, n_image:])  # (B, T, V)
+                x = block(x, mask, positions=positions)
+        return self.lm_head(self.final_norm(x[:, n_image:]))  # (B, T, V)
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Trade compute for memory in training: activations of each block are recomputed."""
         self.grad_checkpointing = enabled
-        self.vision.vit.set_grad_checkpointing(enabled)
+        self.vision.set_grad_checkpointing(enabled)
 
     def generate(self, pixel_values: torch.Tensor, input_ids: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, *, max_new_tokens: int = 20,

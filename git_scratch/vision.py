@@ -16,8 +16,9 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from open_clip.transformer import LayerNorm, VisionTransformer
+from open_clip.transformer import LayerNorm, ResidualAttentionBlock, VisionTransformer
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .activations import activation_factory
 from .config import VisionConfig
@@ -60,8 +61,16 @@ class ImageEncoder(nn.Module):
         x = rearrange(x, "b d h w -> b (h w) d")
         cls = vit.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # (B, 1, D)
         x = torch.cat([cls, x], dim=1) + self.position_embedding(grid_h, grid_w).to(x.dtype)  # (B, n, D)
-        x = vit.transformer(vit.ln_pre(x))
+        x = vit.ln_pre(x)
+        for block in vit.transformer.resblocks:
+            if vit.transformer.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(vit_block, block, x, use_reentrant=False)  # recomputed in backward
+            else:
+                x = vit_block(block, x)
         return vit.ln_post(x)
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        self.vit.set_grad_checkpointing(enabled)
 
     def position_embedding(self, grid_h: int, grid_w: int) -> torch.Tensor:
         """(1 + grid_h * grid_w, D): the table, bicubically resized when the grid differs."""
@@ -73,3 +82,16 @@ class ImageEncoder(nn.Module):
         patch_pos = rearrange(patch_pos, "(h w) d -> 1 d h w", h=g)
         patch_pos = F.interpolate(patch_pos, size=(grid_h, grid_w), mode="bicubic", align_corners=False)
         return torch.cat([cls_pos, rearrange(patch_pos, "1 d h w -> (h w) d")])
+
+
+def vit_block(block: ResidualAttentionBlock, x: torch.Tensor) -> torch.Tensor:
+    """open_clip's pre-LN residual block, x (B, n, D) -> (B, n, D), with attention through SDPA.
+    open_clip's `nn.MultiheadAttention` made git-base's tower 7% slower in inference on CPU
+    (588 ms against 544 ms, docs/performance.md). No mask: every image token sees every other.
+    `ls_1`/`ls_2` are LayerScale in open_clip towers built with `ls_init_value`, else Identity."""
+    attn = block.attn
+    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)  # (B, n, 3D)
+    q, k, v = rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=attn.num_heads)
+    y = F.scaled_dot_product_attention(q, k, v)  # (B, H, n, Dh)
+    x = x + block.ls_1(attn.out_proj(rearrange(y, "b h n d -> b n (h d)")))
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
