@@ -16,12 +16,13 @@ User mistakes are raised as ValueError, FileNotFoundError or FileExistsError and
 `main` as one line, `git-scratch: error: ...`, on stderr, as is any other OSError (permissions,
 a full disk). Any other exception is a bug and keeps its traceback (docs/errors.md lists the
 errors). Exit codes: 0 success, 1 some files of a caption batch failed (the others were
-captioned), 2 a user error (nothing done), 130 interrupted.
+captioned) or a parity stage failed, 2 a user error (nothing done), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -521,6 +522,130 @@ def run_mask(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- parity ----------------------------------------------------------------------------------------
+
+
+def add_parity_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", nargs="?", help="checkpoint directory or hub id (or --preset)")
+    parser.add_argument("--preset", choices=preset_names(), metavar="NAME",
+                        help="random weights of a preset's shape instead of MODEL, offline (e.g. git-base)")
+    parser.add_argument("--image", help="image file (default: a generated image)")
+    parser.add_argument("--text", help="text after [CLS], also the generation prompt (default: random ids "
+                                       "for the forward pass, [CLS] alone for generation)")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:N, mps")
+    parser.add_argument("--dtype", choices=DTYPES, default="fp32",
+                        help="both models in this dtype; the tolerance follows it (docs/parity.md)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights, image and ids")
+    parser.add_argument("--num-beams", type=positive_int, default=3, help="beams of the beam-search row (default 3)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=10, help="tokens to generate (default 10)")
+    parser.add_argument("--json", action="store_true", help="the report as one JSON object")
+
+
+def run_parity(args: argparse.Namespace) -> int:
+    """Compare git_scratch with transformers' GitForCausalLM, stage by stage, on one checkpoint.
+
+    The same weights are loaded by both, the same inputs run through both, and a table compares
+    every stage from the patch embedding to the generated tokens (docs/parity.md). --preset NAME
+    saves random weights of that shape as a checkpoint first, so it runs offline. Exit code 1
+    when any stage fails.
+    """
+    from . import parity
+
+    if (args.model is None) == (args.preset is None):
+        raise ValueError("git-scratch parity takes MODEL or --preset NAME, not both and not neither; pass one")
+    transformers = parity.import_transformers()  # before any work: one line if it is missing
+    transformers.utils.logging.disable_progress_bar()
+    device = parse_device(args.device)
+    if args.preset:
+        source = parity.preset_checkpoint(args.preset, args.seed)
+    else:
+        source = contextlib.nullcontext(resolve_model(args.model))
+    with source as directory:
+        report = parity.parity_report(directory, dtype=DTYPES[args.dtype], device=device, image=args.image,
+                                      text=args.text, seed=args.seed, max_new_tokens=args.max_new_tokens,
+                                      num_beams=args.num_beams)
+    if args.preset:
+        report["model"] = f"--preset {args.preset} (random weights, seed {args.seed})"
+    print(json.dumps(report) if args.json else parity.format_report(report))
+    return 0 if report["passed"] else 1
+
+
+# --- attention -------------------------------------------------------------------------------------
+
+
+def add_attention_args(parser: argparse.ArgumentParser) -> None:
+    add_model_args(parser)
+    parser.add_argument("image", metavar="IMAGE", help="an image file, any size (the checkpoint's processor "
+                                                       "resizes and crops it; the picture shows what the model saw)")
+    parser.add_argument("--text", help="prompt after [CLS]: a question, or the start of a caption")
+    parser.add_argument("--layer", help="decoder layer N (from 0; default: the last), or all (one row each)")
+    parser.add_argument("--rollout", action="store_true", help="attention rolled out across all decoder layers")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=20, help="longest answer (default 20)")
+    parser.add_argument("--out", "-o", default="attention.png", help="PNG to write (default: attention.png)")
+    parser.add_argument("--force", action="store_true", help="overwrite --out")
+
+
+def run_attention(args: argparse.Namespace) -> int:
+    """Draw where each generated token looks in the image: text-to-image attention on the patch grid.
+
+    One panel per generated token, titled with the token and the share of its attention that
+    falls on the image patches: the attention of the step that chose it, averaged over heads,
+    for one decoder layer (--layer N), each layer (--layer all) or rolled out across layers
+    (--rollout; the definition is in attention.py). Prints the PNG's path and the answer.
+    """
+    from .attention import attention_maps
+    from .pictures import draw_attention
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} already exists; pass --force to overwrite it")
+    if args.rollout and args.layer is not None:
+        raise ValueError("--rollout combines every layer; drop --layer, or drop --rollout to see one layer")
+    if sniff_media(args.image) != "image":
+        raise ValueError(f"{args.image} is a video; git-scratch attention draws one image, pass an image file")
+    pipe = load_pipeline(args)
+    cfg, tokenizer = pipe.model.cfg, pipe.tokenizer
+    layers = parse_layers(args.layer, cfg.n_layer)
+    prompt = question_ids(tokenizer, args.text) if args.text is not None else tokenizer.prompt_ids()
+    check_prompt_length(len(prompt), args.max_new_tokens, cfg, args.text)
+    pixel_values = load_pixels(args.image, "image", pipe)  # (1, 3, H, W), as caption and vqa see it
+    device = pipe.model.lm_head.weight.device
+    result = attention_maps(pipe.model, pixel_values.to(device), torch.tensor([prompt], device=device),
+                            max_new_tokens=args.max_new_tokens, layers=layers, use_rollout=args.rollout)
+    words = [tokenizer.decode([token], skip_special_tokens=False) for token in result.tokens]
+    titles = [[f"{word}\n{share:.0%} on image" for word, share in zip(words, row)]
+              for row in result.image_share.tolist()]
+    answer = tokenizer.decode_answer(prompt + result.tokens, len(prompt))
+    what = "rollout across all layers" if args.rollout else "attention averaged over heads"
+    heading = (f"{Path(args.image).name}: {args.text + ' → ' if args.text else ''}{answer}\n"
+               f"{what}, the step that chose each token; each panel scaled to its maximum")
+    draw_attention(out, displayable(pixel_values[0].cpu(), pipe.processor), result.maps.cpu(), titles, result.rows,
+                   heading=heading, force=args.force)
+    print(f"{out}\t{answer}")
+    return 0
+
+
+def parse_layers(text: str | None, n_layer: int) -> list[int] | None:
+    """--layer: None (the last), "all", or one index."""
+    if text is None:
+        return None
+    if text == "all":
+        return list(range(n_layer))
+    if not text.isdigit() or int(text) >= n_layer:
+        raise ValueError(f"--layer {text!r}: the model has decoder layers 0 to {n_layer - 1}; pass one of them or all")
+    return [int(text)]
+
+
+def displayable(pixel_values: torch.Tensor, processor: ImageProcessor) -> torch.Tensor:
+    """(3, H, W) normalised -> (3, H, W) in [0, 1]: the processed image, as the model saw it."""
+    x = pixel_values.float()
+    if processor.do_normalize:
+        x = x * torch.tensor(processor.std)[:, None, None] + torch.tensor(processor.mean)[:, None, None]
+    if not processor.do_rescale:
+        x = x * (1 / 255)
+    return x
+
+
 # --- the table and the entry point -------------------------------------------------------------
 
 # name -> (add_<name>_args, run_<name>)
@@ -534,6 +659,8 @@ COMMANDS: dict[str, Command] = {
     "train": (add_train_args, run_train),
     "eval": (add_eval_args, run_eval),
     "mask": (add_mask_args, run_mask),
+    "parity": (add_parity_args, run_parity),
+    "attention": (add_attention_args, run_attention),
 }
 
 

@@ -1,4 +1,5 @@
-"""Pictures of the model for people: GIT's attention mask, drawn from mask.py itself."""
+"""Pictures of the model for people: GIT's attention mask, drawn from mask.py itself, and where
+generated tokens look in the image (maps from attention.py)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,48 @@ def draw_mask(path: Path, *, n_image: int = 4, n_text: int = 4, frames: int = 1,
     if left_pad:
         title += f"\n{left_pad} left pad{'s' if left_pad > 1 else ''}: blocked as key, still sees the image"
     ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+
+
+def draw_attention(path: Path, image: torch.Tensor, maps: torch.Tensor, titles: list[list[str]], rows: list[str],
+                   *, heading: str, force: bool = False, columns: int = 6) -> None:
+    """One panel per token: `maps` (R, K, grid_h, grid_w) upsampled onto `image` (3, H, W) in
+    [0, 1], each panel scaled to its own maximum. `titles` (R lists of K) head the panels, `rows`
+    (R) name the layers. One row of maps wraps after `columns` panels; several rows (layers) do not wrap."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} already exists; pass --force to overwrite it")
+    n_rows, n_tokens = maps.shape[:2]
+    heat = torch.nn.functional.interpolate(maps.float(), size=image.shape[-2:], mode="bilinear")  # (R, K, H, W)
+    heat = heat / heat.flatten(2).amax(-1).clamp(min=1e-12)[..., None, None]
+    picture = image.permute(1, 2, 0).clamp(0, 1).numpy()  # (H, W, 3)
+    gray = picture @ [0.299, 0.587, 0.114]  # (H, W): under the heat map, so its colours are the map's alone
+    # panels: (row of the figure, column, map row, token); the first panel of each map row is the image alone
+    wrap = columns if n_rows == 1 else n_tokens + 1
+    panels = [(r * ((n_tokens + wrap) // wrap) + i // wrap, i % wrap, r, i - 1)
+              for r in range(n_rows) for i in range(n_tokens + 1)]
+    fig_rows = max(p[0] for p in panels) + 1
+    fig_cols = min(wrap, n_tokens + 1)
+    fig, axes = plt.subplots(fig_rows, fig_cols, figsize=(2.2 * fig_cols, 2.5 * fig_rows + 0.6), dpi=110,
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for fig_row, col, r, k in panels:
+        ax = axes[fig_row, col]
+        if k < 0:
+            ax.imshow(picture)
+            ax.set_title(rows[r] if n_rows > 1 else "input (processed)", fontsize=9, weight="bold")
+            continue
+        ax.imshow(gray, cmap="gray", vmin=0, vmax=1)
+        ax.imshow(heat[r, k].numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+        ax.set_title(titles[r][k], fontsize=9)
+    fig.suptitle(heading, fontsize=10)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)

@@ -35,7 +35,8 @@ TOPICS: dict[str, tuple[str, ...]] = {
     "Generation": ("generate", "constrain"),
     "Training, manifests and evaluation": ("train", "data", "evaluate"),
     "Command line": ("cli",),
-    "Demo and pictures": ("demo", "shapes", "pictures"),
+    "Parity with transformers": ("parity",),
+    "Demo and pictures": ("demo", "shapes", "pictures", "attention"),
 }
 
 # What to do, for messages whose text has no "; fix" part. Keyed by the rendered template; a key

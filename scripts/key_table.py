@@ -1,7 +1,7 @@
-"""Regenerate the converter's key table in docs/conversion.md from convert.KEY_MAP.
+"""Regenerate the converter's key table in docs/conversion.md and docs/architecture.md from convert.KEY_MAP.
 
-    python scripts/key_table.py          # rewrite the table between the markers
-    python scripts/key_table.py --check  # exit 1 if the doc has drifted (the test suite runs this)
+    python scripts/key_table.py          # rewrite the table between the markers of both docs
+    python scripts/key_table.py --check  # exit 1 if a doc has drifted (the test suite runs this)
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from git_scratch.atomic import atomic_write_text
 from git_scratch.convert import DROPPED, KEY_MAP, LEGACY_PREFIXES
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "conversion.md"
+DOCS = tuple(Path(__file__).resolve().parent.parent / "docs" / name for name in ("conversion.md", "architecture.md"))
 BEGIN, END = "<!-- key-table:begin -->", "<!-- key-table:end -->"
 
 
@@ -44,16 +44,18 @@ def render(text: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="only report whether the doc is current")
+    parser.add_argument("--check", action="store_true", help="only report whether the docs are current")
     args = parser.parse_args()
-    text = DOC.read_text()
-    fresh = render(text)
-    if args.check:
-        if fresh != text:
-            print(f"{DOC} is out of date; run python scripts/key_table.py", file=sys.stderr)
-            return 1
-        return 0
-    atomic_write_text(DOC, fresh)
+    stale = []
+    for doc in DOCS:
+        text = doc.read_text()
+        fresh = render(text)
+        if fresh != text and not args.check:
+            atomic_write_text(doc, fresh)
+        stale += [doc] if fresh != text else []
+    if args.check and stale:
+        print(f"{', '.join(map(str, stale))} out of date; run python scripts/key_table.py", file=sys.stderr)
+        return 1
     return 0
 
 
