@@ -355,8 +355,24 @@ def save_pretrained(model: GIT, path: str | Path, *, force: bool = False) -> Non
         write_model_files(model, tmp)
 
 
+def check_official_layout(model: GIT) -> None:
+    """Refuse a model whose tensors are not exactly GIT's, such as one with a changed decoder or
+    tower (docs/extending.md): the layout has no names for the rest, and saving only what
+    fits would write a different model without a word."""
+    expected = expected_shapes(model.cfg)
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    extra, missing = sorted(set(ours) - set(expected)), sorted(set(expected) - set(ours))
+    reshaped = sorted(k for k in set(ours) & set(expected) if ours[k] != expected[k])
+    problems = ([f"no place for {_some(extra)}"] if extra else []) + ([f"lacks {_some(missing)}"] if missing else []) \
+        + ([f"other shapes for {_some(reshaped)}"] if reshaped else [])
+    if problems:
+        raise ValueError(f"the model does not fit the official GIT layout ({', '.join(problems)}); save a changed "
+                         "model with torch.save(model.state_dict(), path) or train(..., official_layout=False)")
+
+
 def write_model_files(model: GIT, directory: Path) -> None:
     """The official layout's two files, into an existing (temporary) directory."""
+    check_official_layout(model)
     dtype = next(model.parameters()).dtype
     tensors = to_hf_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()}, model.cfg)
     (directory / "config.json").write_text(json.dumps(config_to_hf(model.cfg, dtype), indent=2) + "\n")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -35,10 +35,14 @@ MARKER = ".git_scratch_demo"  # marks a directory the demo made, so a re-run may
 
 
 def run_demo(out_dir: str | Path = "runs/demo", *, steps: int | None = None, seed: int = 0,
-             device: str = "cpu", force: bool = False, progress: bool = True) -> dict[str, Any]:
+             device: str = "cpu", force: bool = False, progress: bool = True,
+             customize: Callable[[GIT], GIT] | None = None, shapes: ShapesConfig | None = None) -> dict[str, Any]:
+    """Train and evaluate the demo; returns its figures. `customize` changes the fresh model before
+    training (docs/extending.md: everything else, data, seed, schedule, stays the baseline's);
+    `shapes` replaces the dataset's config, e.g. a few images for a quick test."""
     start = time.perf_counter()
     out = prepare_out_dir(Path(out_dir), force)
-    shapes = ShapesConfig(seed=seed)
+    shapes = shapes or ShapesConfig(seed=seed)
     manifests = generate_shapes(out / "data", shapes)
     tokenizer = GitTokenizer.word_level(vocabulary(shapes))
     train_cfg = TrainConfig.load(TRAIN_CONFIG, train_manifest=str(manifests["train"]), out_dir=str(out),
@@ -47,8 +51,11 @@ def run_demo(out_dir: str | Path = "runs/demo", *, steps: int | None = None, see
         vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id)
     torch.manual_seed(seed)
     model = GIT.from_config(model_cfg)
+    if customize is not None:
+        model = customize(model)
     processor = ImageProcessor(size=model_cfg.vision.image_size, crop_size=model_cfg.vision.image_size)
-    trained = train(train_cfg, model=model, tokenizer=tokenizer, processor=processor, progress=progress)
+    trained = train(train_cfg, model=model, tokenizer=tokenizer, processor=processor, progress=progress,
+                    official_layout=customize is None)
     train_seconds = trained["seconds"]
 
     results: dict[str, Any] = {}
@@ -72,6 +79,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, steps: int | None = None, see
         "seconds": round(time.perf_counter() - start, 1),
         "out_dir": str(out),
         "model_dir": trained["model_dir"],
+        "customized": customize is not None,  # then model_dir holds model.pt, not the official layout
         "train_config": dataclasses.asdict(train_cfg),
     }
 
@@ -132,6 +140,7 @@ def report(result: dict[str, Any]) -> str:
         f"compositional (unseen colour-shape pairs): caption exact match "
         f"{result['compositional_caption_exact_match']:.1%}, VQA {result['compositional_vqa_accuracy']:.1%}",
         f"pictures: {result['out_dir']}/heldout_captions.png, {result['out_dir']}/loss.png",
-        f"model:    {result['model_dir']}  (try: git-scratch caption {result['model_dir']} IMAGE)",
+        f"model:    {result['model_dir']}/model.pt  (the changed model's state dict)" if result.get("customized")
+        else f"model:    {result['model_dir']}  (try: git-scratch caption {result['model_dir']} IMAGE)",
         f"total {result['seconds']:.0f} s",
     ])

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 
 from .config import GitConfig
 from .atomic import atomic_directory, atomic_write, atomic_write_text
-from .convert import write_model_files
+from .convert import check_official_layout, write_model_files
 from .data import IGNORE, ManifestDataset, collate, read_manifest
 from .model import GIT
 from .processor import ImageProcessor
@@ -41,6 +41,7 @@ from .tokenizer import GitTokenizer
 
 log = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.pt"
+MODEL_STATE_FILE = "model.pt"  # a changed model's weights, where the official layout cannot hold them
 
 
 @dataclass(frozen=True)
@@ -168,12 +169,13 @@ class StepBatches:
 
 
 def save_checkpoint(out_dir: Path, step: int, model: GIT, tokenizer: GitTokenizer, processor: ImageProcessor,
-                    optimizer: torch.optim.Optimizer, scheduler: Any, cfg: TrainConfig) -> Path:
+                    optimizer: torch.optim.Optimizer, scheduler: Any, cfg: TrainConfig,
+                    official_layout: bool = True) -> Path:
     """checkpoints/step-NNNNNNN/: the official model layout plus trainer_state.pt, written
     under a temporary name and renamed; then only the newest `keep_last` are kept."""
     target = out_dir / "checkpoints" / f"step-{step:07d}"
     with atomic_directory(target, force=True) as tmp:
-        write_model_dir(tmp, model, tokenizer, processor)
+        write_model_dir(tmp, model, tokenizer, processor, official_layout)
         state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "rng": torch.get_rng_state(), "python_rng": random.getstate(),
                  "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -184,9 +186,15 @@ def save_checkpoint(out_dir: Path, step: int, model: GIT, tokenizer: GitTokenize
     return target
 
 
-def write_model_dir(directory: Path, model: GIT, tokenizer: GitTokenizer, processor: ImageProcessor) -> None:
-    """Everything a checkpoint directory needs to caption: weights, config, tokenizer, processor."""
-    write_model_files(model, directory)
+def write_model_dir(directory: Path, model: GIT, tokenizer: GitTokenizer, processor: ImageProcessor,
+                    official_layout: bool = True) -> None:
+    """Everything a checkpoint directory needs to caption: weights, config, tokenizer, processor.
+    A changed model (docs/extending.md) has no place in the official layout: its state dict goes
+    to model.pt, and whoever rebuilds the same model loads it with `load_state_dict`."""
+    if official_layout:
+        write_model_files(model, directory)
+    else:
+        torch.save(model.state_dict(), directory / MODEL_STATE_FILE)
     tokenizer.save_pretrained(directory)
     processor.save_pretrained(directory)
 
@@ -224,19 +232,26 @@ def init_distributed(device: str) -> tuple[int, int]:
 
 
 def train(cfg: TrainConfig, *, model: GIT | None = None, tokenizer: GitTokenizer | None = None,
-          processor: ImageProcessor | None = None, progress: bool = False) -> dict[str, Any]:
-    """Run (or resume) training; returns a summary. A given model/tokenizer/processor replaces `build`."""
+          processor: ImageProcessor | None = None, progress: bool = False,
+          official_layout: bool = True) -> dict[str, Any]:
+    """Run (or resume) training; returns a summary. A given model/tokenizer/processor replaces `build`.
+    `official_layout=False` trains a changed model (docs/extending.md): checkpoints hold its state
+    dict as model.pt, and a resumed run loads that into the model given again."""
     rank, world = init_distributed(cfg.device)
     out_dir = Path(cfg.out_dir)
     resume_from = latest_checkpoint(out_dir) if cfg.resume else None
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    if resume_from is not None:
+    if resume_from is not None and official_layout:
         model = GIT.from_pretrained(resume_from)
         tokenizer = GitTokenizer.from_pretrained(resume_from)
         processor = ImageProcessor.from_pretrained(resume_from)
     elif model is None or tokenizer is None or processor is None:
         model, tokenizer, processor = build(cfg)
+    if official_layout:
+        check_official_layout(model)  # now, not after training, at the first save
+    elif resume_from is not None:
+        model.load_state_dict(torch.load(resume_from / MODEL_STATE_FILE, map_location="cpu", weights_only=True))
     device = torch.device(cfg.device)
     model.to(device).train()
     model.set_grad_checkpointing(cfg.grad_checkpointing)
@@ -304,12 +319,13 @@ def train(cfg: TrainConfig, *, model: GIT | None = None, tokenizer: GitTokenizer
             if saving or (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
                 _write_history(metrics_path, history)  # a checkpoint never outruns its metrics
             if saving:
-                save_checkpoint(out_dir, step + 1, model, tokenizer, processor, optimizer, scheduler, cfg)
+                save_checkpoint(out_dir, step + 1, model, tokenizer, processor, optimizer, scheduler, cfg,
+                                official_layout)
     bar.close()
     if rank == 0 and start < cfg.steps:
-        save_checkpoint(out_dir, cfg.steps, model, tokenizer, processor, optimizer, scheduler, cfg)
+        save_checkpoint(out_dir, cfg.steps, model, tokenizer, processor, optimizer, scheduler, cfg, official_layout)
         with atomic_directory(out_dir / "model", force=True) as tmp:
-            write_model_dir(tmp, model, tokenizer, processor)
+            write_model_dir(tmp, model, tokenizer, processor, official_layout)
         plot_loss(history, out_dir / "loss.png")
     if world > 1:
         dist.barrier()

@@ -210,6 +210,8 @@ WRITE_FUNCTIONS = {"save_file", "open"}
 # (module, function) -> why its direct writes are safe.
 ALLOWED = {
     ("convert", "write_model_files"): "its callers pass a directory that atomic_directory is building",
+    ("train", "write_model_dir"): "a changed model's model.pt; its callers pass a directory that atomic_directory "
+                                  "is building",
     ("shapes", "generate_shapes"): "dataset PNGs; the manifests, written last under a temporary name, mark the "
                                    "directory complete",
     ("demo", "prepare_out_dir"): "a marker file in the directory it has just created",

@@ -1,0 +1,84 @@
+"""Pre-LN decoder blocks, with a final LayerNorm before the LM head, instead of GIT's post-LN.
+
+The change (docs/extending.md, example 2): `PreLNBlock` moves each LayerNorm from after the
+residual sum to the input of its sublayer, as GPT-2 and the CLIP ViT do, and the model gets
+a final LayerNorm in `GIT.final_norm`. Everything else, the data, the seed, the training
+config and the steps, is the shapes demo's, so the figures compare with `git-scratch demo`.
+
+Why the final LayerNorm. A post-LN block ends in a LayerNorm, so the LM head of GIT always
+reads normalised vectors. A pre-LN block adds its sublayers' outputs to a residual stream that
+nothing normalises: its scale grows with depth and differs from token to token. The head
+(here tied to the word embeddings) would read that raw sum, its logits scaled by it; one
+LayerNorm after the last block (GPT-2's ln_f) gives it normalised vectors again.
+
+    python scripts/extend_preln.py [--steps N] [--out DIR] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+from torch import nn
+
+from git_scratch import GIT
+from git_scratch.decoder import DecoderBlock, KVCache
+from git_scratch.demo import report, run_demo
+from git_scratch.shapes import ShapesConfig
+
+
+class PreLNBlock(DecoderBlock):
+    """DecoderBlock's modules, in pre-LN order: `x = x + sublayer(norm(x))`."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None = None,
+                input_pos: torch.Tensor | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), mask, cache, input_pos, positions))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+    def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # What attention reads is norm1(x) now, also for the image keys generation caches.
+        return self.attn.keys_values(self.norm1(x))
+
+
+def customize(model: GIT) -> GIT:
+    model.blocks = nn.ModuleList(same_weights(PreLNBlock(model.cfg), block) for block in model.blocks)
+    model.final_norm = nn.LayerNorm(model.cfg.d_model, eps=model.cfg.norm_eps)
+    return model
+
+
+def same_weights(new: nn.Module, old: nn.Module) -> nn.Module:
+    """`new` holding `old`'s freshly initialised weights: the variant differs from the baseline
+    only in the change."""
+    new.load_state_dict(old.state_dict())
+    return new
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, help="training steps (default: configs/train/shapes-demo.json)")
+    parser.add_argument("--out", default="runs/extend-preln", help="output directory (default: runs/extend-preln)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", action="store_true", help="end with one JSON object of the results")
+    parser.add_argument("--train-images", type=int, help="fewer training images (tests); default: the demo's")
+    parser.add_argument("--eval-images", type=int, help="fewer held-out and compositional images (tests)")
+    args = parser.parse_args(argv)
+    shapes = None
+    if args.train_images or args.eval_images:
+        default = ShapesConfig(seed=args.seed)
+        shapes = ShapesConfig(seed=args.seed, n_train=args.train_images or default.n_train,
+                              n_heldout=args.eval_images or default.n_heldout,
+                              n_compositional=args.eval_images or default.n_compositional)
+    result = run_demo(args.out, steps=args.steps, seed=args.seed, device=args.device,
+                      progress=sys.stderr.isatty(), customize=customize, shapes=shapes)
+    print("variant: pre-LN decoder blocks and a final LayerNorm")
+    print(report(result))
+    if args.json:
+        print(json.dumps({"variant": "preln", **{k: v for k, v in result.items() if k != "train_config"}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

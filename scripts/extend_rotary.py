@@ -1,0 +1,106 @@
+"""Rotary position embeddings in GIT's decoder instead of its absolute position table.
+
+The change (docs/extending.md, example 1): `RotaryAttention` rotates queries and keys by their
+text positions (RoFormer, Su et al. 2021), and `TextEmbedding` loses its position table.
+Everything else, the data, the seed, the training config and the steps, is the shapes demo's,
+so the figures compare with `git-scratch demo`.
+
+Positions. The model hands every block `positions` (B, S): the text position of each token,
+counting real tokens only (left padding does not shift it, packed texts restart at 0), and 0
+for every image token. Image tokens therefore all sit at one place, before the text:
+  - rotating by 0 is the identity, so image rows are exactly what they were: image tokens
+    attend to each other by content alone, their 2-D layout being the ViT's business;
+  - their keys depend on the image alone, as GIT's cache needs: generation computes them once
+    per image (generate.encode_prefix) and shares them across prompts of any length;
+  - a text token at position p sees every image key from the same distance p.
+
+    python scripts/extend_rotary.py [--steps N] [--out DIR] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+from torch import nn
+
+from git_scratch import GIT
+from git_scratch.decoder import Attention
+from git_scratch.demo import report, run_demo
+from git_scratch.shapes import ShapesConfig
+
+
+def rotate(x: torch.Tensor, positions: torch.Tensor, base: float = 10_000.0) -> torch.Tensor:
+    """Rotate feature pairs (i, i + Dh/2) of x (B, H, S, Dh) by the angles positions (B, S) *
+    base^(-2i/Dh): RoFormer's eq. 34, with GPT-NeoX's pairing of the two halves."""
+    dtype = torch.promote_types(x.dtype, torch.float32)  # at least fp32, also under bf16
+    half = x.shape[-1] // 2
+    inv_freq = base ** -(torch.arange(half, device=x.device, dtype=dtype) / half)  # (Dh/2,)
+    angles = positions[:, None, :, None].to(dtype) * inv_freq  # (B, 1, S, Dh/2)
+    cos, sin = angles.cos(), angles.sin()
+    x1, x2 = x.to(dtype).chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).to(x.dtype)
+
+
+class RotaryAttention(Attention):
+    """decoder.Attention with queries and keys rotated by their positions. Keys enter the cache
+    rotated, so cached decoding needs nothing else."""
+
+    def heads(self, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        q, k, v = super().heads(x, positions)  # (B, H, S, Dh) each
+        return rotate(q, positions), rotate(k, positions), v
+
+    # keys_values (the image keys of the last layer, generate.encode_prefix) stays as it is:
+    # image tokens sit at position 0, where the rotation is the identity.
+
+
+class NoPositionTable(nn.Module):
+    """Stands where TextEmbedding's absolute position table was: it adds nothing."""
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        return torch.zeros((), device=positions.device)
+
+
+def customize(model: GIT) -> GIT:
+    model.embed.position = NoPositionTable()
+    for block in model.blocks:
+        block.attn = same_weights(RotaryAttention(model.cfg), block.attn)
+    return model
+
+
+def same_weights(new: nn.Module, old: nn.Module) -> nn.Module:
+    """`new` holding `old`'s freshly initialised weights: the variant differs from the baseline
+    only in the change."""
+    new.load_state_dict(old.state_dict())
+    return new
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, help="training steps (default: configs/train/shapes-demo.json)")
+    parser.add_argument("--out", default="runs/extend-rotary", help="output directory (default: runs/extend-rotary)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", action="store_true", help="end with one JSON object of the results")
+    parser.add_argument("--train-images", type=int, help="fewer training images (tests); default: the demo's")
+    parser.add_argument("--eval-images", type=int, help="fewer held-out and compositional images (tests)")
+    args = parser.parse_args(argv)
+    shapes = None
+    if args.train_images or args.eval_images:
+        default = ShapesConfig(seed=args.seed)
+        shapes = ShapesConfig(seed=args.seed, n_train=args.train_images or default.n_train,
+                              n_heldout=args.eval_images or default.n_heldout,
+                              n_compositional=args.eval_images or default.n_compositional)
+    result = run_demo(args.out, steps=args.steps, seed=args.seed, device=args.device,
+                      progress=sys.stderr.isatty(), customize=customize, shapes=shapes)
+    print("variant: rotary positions in the decoder's attention, no absolute position table")
+    print(report(result))
+    if args.json:
+        print(json.dumps({"variant": "rotary", **{k: v for k, v in result.items() if k != "train_config"}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
