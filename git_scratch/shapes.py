@@ -233,8 +233,11 @@ def sample_scenes(cfg: ShapesConfig, split: Split) -> list[Scene]:
     seen = {s.objects for s in sample_scenes(cfg, "train")} if split == "heldout" else set()
     scenes, misses = [], 0
     while len(scenes) < cfg.n_examples(split):
-        scene = _sample_scene(cfg, rng, compositional=split == "compositional")
-        if scene.objects in seen:
+        # The object count is drawn first and kept through redraws: one object has far fewer
+        # layouts than two, so rejecting whole scenes would leave heldout short of one-object images.
+        n = rng.choice(cfg.object_counts)
+        scene = _sample_scene(cfg, rng, n, compositional=split == "compositional")
+        while scene.objects in seen:
             misses += 1
             # Only a config with very few colours, shapes and pixels can run out of layouts.
             if misses > MAX_REPEATS:
@@ -242,14 +245,13 @@ def sample_scenes(cfg: ShapesConfig, split: Split) -> list[Scene]:
                     f"ShapesConfig allows too few distinct {split} scenes for n_{split}="
                     f"{cfg.n_examples(split)}; lower it or add colours, shapes or image_size"
                 )
-            continue
+            scene = _sample_scene(cfg, rng, n, compositional=split == "compositional")
         seen.add(scene.objects)
         scenes.append(scene)
     return scenes
 
 
-def _sample_scene(cfg: ShapesConfig, rng: random.Random, *, compositional: bool) -> Scene:
-    n = rng.choice(cfg.object_counts)
+def _sample_scene(cfg: ShapesConfig, rng: random.Random, n: int, *, compositional: bool) -> Scene:
     pool = cfg.training_pairs + cfg.held_out_pairs if compositional else cfg.training_pairs
     pairs = [rng.choice(pool) for _ in range(n)]
     if compositional:  # a held-out pair in a random slot; the other object may be anything

@@ -357,3 +357,12 @@ def test_other_image_sizes_render_and_fit(side: int) -> None:
             x, y = int(o.centre[0] * side), int(o.centre[1] * side)
             assert tuple(image[y, x]) == PALETTE[o.colour]
             assert (o.centre[0] - o.radius) * side >= 1 and (o.centre[0] + o.radius) * side <= side - 1
+
+
+def test_heldout_keeps_the_object_count_mix_of_train():
+    """One object has far fewer lattice layouts than two; redrawing whole scenes on a repeat
+    once left the default heldout split with 25% one-object images against train's 50%."""
+    cfg = ShapesConfig()
+    train, heldout = sample_scenes(cfg, "train"), sample_scenes(cfg, "heldout")
+    single = [sum(len(s.objects) == 1 for s in split) / len(split) for split in (train, heldout)]
+    assert abs(single[0] - 0.5) < 0.05 and abs(single[1] - 0.5) < 0.05, single
