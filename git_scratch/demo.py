@@ -144,3 +144,33 @@ def report(result: dict[str, Any]) -> str:
         else f"model:    {result['model_dir']}  (try: git-scratch caption {result['model_dir']} IMAGE)",
         f"total {result['seconds']:.0f} s",
     ])
+
+
+def run_variant(name: str, description: str, customize: Callable[[GIT], GIT],
+                argv: list[str] | None = None) -> int:
+    """The command line of scripts/extend_*.py: the demo with one change to the model and
+    nothing else (data, seed, training config), so its figures compare with `git-scratch demo`."""
+    import argparse
+    import json
+    import sys
+
+    parser = argparse.ArgumentParser(description=f"the shapes demo with {description}")
+    parser.add_argument("--steps", type=int, help="training steps (default: configs/train/shapes-demo.json)")
+    parser.add_argument("--out", default=f"runs/extend-{name}", help=f"output directory (default: runs/extend-{name})")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", action="store_true", help="end with one JSON object of the results")
+    parser.add_argument("--train-images", type=int, help="fewer training images (tests); default: the demo's")
+    parser.add_argument("--eval-images", type=int, help="fewer held-out and compositional images (tests)")
+    args = parser.parse_args(argv)
+    default = ShapesConfig(seed=args.seed)
+    shapes = dataclasses.replace(default, n_train=args.train_images or default.n_train,
+                                 n_heldout=args.eval_images or default.n_heldout,
+                                 n_compositional=args.eval_images or default.n_compositional)
+    result = run_demo(args.out, steps=args.steps, seed=args.seed, device=args.device,
+                      progress=sys.stderr.isatty(), customize=customize, shapes=shapes)
+    print(f"variant: {description}")
+    print(report(result))
+    if args.json:
+        print(json.dumps({"variant": name, **{k: v for k, v in result.items() if k != "train_config"}}))
+    return 0

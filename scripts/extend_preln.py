@@ -16,8 +16,6 @@ LayerNorm after the last block (GPT-2's ln_f) gives it normalised vectors again.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 
 import torch
@@ -25,8 +23,7 @@ from torch import nn
 
 from git_scratch import GIT
 from git_scratch.decoder import DecoderBlock, KVCache
-from git_scratch.demo import report, run_demo
-from git_scratch.shapes import ShapesConfig
+from git_scratch.demo import run_variant
 
 
 class PreLNBlock(DecoderBlock):
@@ -56,28 +53,7 @@ def same_weights(new: nn.Module, old: nn.Module) -> nn.Module:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, help="training steps (default: configs/train/shapes-demo.json)")
-    parser.add_argument("--out", default="runs/extend-preln", help="output directory (default: runs/extend-preln)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--json", action="store_true", help="end with one JSON object of the results")
-    parser.add_argument("--train-images", type=int, help="fewer training images (tests); default: the demo's")
-    parser.add_argument("--eval-images", type=int, help="fewer held-out and compositional images (tests)")
-    args = parser.parse_args(argv)
-    shapes = None
-    if args.train_images or args.eval_images:
-        default = ShapesConfig(seed=args.seed)
-        shapes = ShapesConfig(seed=args.seed, n_train=args.train_images or default.n_train,
-                              n_heldout=args.eval_images or default.n_heldout,
-                              n_compositional=args.eval_images or default.n_compositional)
-    result = run_demo(args.out, steps=args.steps, seed=args.seed, device=args.device,
-                      progress=sys.stderr.isatty(), customize=customize, shapes=shapes)
-    print("variant: pre-LN decoder blocks and a final LayerNorm")
-    print(report(result))
-    if args.json:
-        print(json.dumps({"variant": "preln", **{k: v for k, v in result.items() if k != "train_config"}}))
-    return 0
+    return run_variant("preln", "pre-LN decoder blocks and a final LayerNorm", customize, argv)
 
 
 if __name__ == "__main__":

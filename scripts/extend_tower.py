@@ -20,8 +20,6 @@ against the ViT's 0.6 M.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 
 import torch
@@ -31,8 +29,7 @@ from open_clip.modified_resnet import AttentionPool2d, ModifiedResNet
 from torch import nn
 
 from git_scratch import GIT
-from git_scratch.demo import report, run_demo
-from git_scratch.shapes import ShapesConfig
+from git_scratch.demo import run_variant
 
 
 class ResNetTower(nn.Module):
@@ -70,28 +67,7 @@ def customize(model: GIT) -> GIT:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, help="training steps (default: configs/train/shapes-demo.json)")
-    parser.add_argument("--out", default="runs/extend-tower", help="output directory (default: runs/extend-tower)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--json", action="store_true", help="end with one JSON object of the results")
-    parser.add_argument("--train-images", type=int, help="fewer training images (tests); default: the demo's")
-    parser.add_argument("--eval-images", type=int, help="fewer held-out and compositional images (tests)")
-    args = parser.parse_args(argv)
-    shapes = None
-    if args.train_images or args.eval_images:
-        default = ShapesConfig(seed=args.seed)
-        shapes = ShapesConfig(seed=args.seed, n_train=args.train_images or default.n_train,
-                              n_heldout=args.eval_images or default.n_heldout,
-                              n_compositional=args.eval_images or default.n_compositional)
-    result = run_demo(args.out, steps=args.steps, seed=args.seed, device=args.device,
-                      progress=sys.stderr.isatty(), customize=customize, shapes=shapes)
-    print("variant: open_clip ModifiedResNet (CLIP RN50 design) as the vision tower, all its pool outputs as tokens")
-    print(report(result))
-    if args.json:
-        print(json.dumps({"variant": "tower", **{k: v for k, v in result.items() if k != "train_config"}}))
-    return 0
+    return run_variant("tower", "open_clip ModifiedResNet (CLIP RN50 design) as the vision tower, all its pool outputs as tokens", customize, argv)
 
 
 if __name__ == "__main__":
