@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch import nn
 
 from .atomic import atomic_write
 from .config import GitConfig
@@ -174,3 +175,10 @@ def run_variant(name: str, description: str, customize: Callable[[GIT], GIT],
     if args.json:
         print(json.dumps({"variant": name, **{k: v for k, v in result.items() if k != "train_config"}}))
     return 0
+
+
+def same_weights(new: nn.Module, old: nn.Module) -> nn.Module:
+    """`new` holding `old`'s freshly initialised weights, for a `customize` that swaps a module
+    (scripts/extend_*.py): the variant then differs from the baseline only in the change."""
+    new.load_state_dict(old.state_dict())
+    return new

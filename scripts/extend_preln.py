@@ -23,7 +23,7 @@ from torch import nn
 
 from git_scratch import GIT
 from git_scratch.decoder import DecoderBlock, KVCache
-from git_scratch.demo import run_variant
+from git_scratch.demo import run_variant, same_weights
 
 
 class PreLNBlock(DecoderBlock):
@@ -43,13 +43,6 @@ def customize(model: GIT) -> GIT:
     model.blocks = nn.ModuleList(same_weights(PreLNBlock(model.cfg), block) for block in model.blocks)
     model.final_norm = nn.LayerNorm(model.cfg.d_model, eps=model.cfg.norm_eps)
     return model
-
-
-def same_weights(new: nn.Module, old: nn.Module) -> nn.Module:
-    """`new` holding `old`'s freshly initialised weights: the variant differs from the baseline
-    only in the change."""
-    new.load_state_dict(old.state_dict())
-    return new
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,7 @@ from torch import nn
 
 from git_scratch import GIT
 from git_scratch.decoder import Attention
-from git_scratch.demo import run_variant
+from git_scratch.demo import run_variant, same_weights
 
 
 def rotate(x: torch.Tensor, positions: torch.Tensor, base: float = 10_000.0) -> torch.Tensor:
@@ -65,13 +65,6 @@ def customize(model: GIT) -> GIT:
     for block in model.blocks:
         block.attn = same_weights(RotaryAttention(model.cfg), block.attn)
     return model
-
-
-def same_weights(new: nn.Module, old: nn.Module) -> nn.Module:
-    """`new` holding `old`'s freshly initialised weights: the variant differs from the baseline
-    only in the change."""
-    new.load_state_dict(old.state_dict())
-    return new
 
 
 def main(argv: list[str] | None = None) -> int:
