@@ -22,7 +22,8 @@ relation in layouts it has not seen, not translation invariance.
 
 Centres sit on pixel centres of a `cfg.image_size` grid and half-extents are whole pixels, so
 two scenes are "the same" exactly when their objects compare equal. Every shape fills the
-square box `centre +- radius` edge to edge (the triangle's base is the box's bottom, its apex the top middle), so non-overlap and relations are box arithmetic.
+square box `centre +- radius` edge to edge (the triangle's base is the box's bottom, its apex
+the top middle), so non-overlap and relations are box arithmetic.
 """
 
 from __future__ import annotations
