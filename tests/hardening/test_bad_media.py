@@ -29,6 +29,7 @@ from PIL import Image
 from git_scratch.processor import load_image, sniff_media
 from git_scratch.video import load_video_frames
 from tests.hardening.support import CASES, check_message, error_line, fuzz, make_checkpoint, run_cli
+from tests.test_video import write_audio_only
 
 EXTENSIONS = [".png", ".jpg", ".gif", ".webp", ".mp4", ".avi", ".txt", ""]
 
@@ -58,16 +59,6 @@ def clip(path: Path, n_frames: int = 8, codec: str = "mpeg4", fmt: str | None = 
         for i in range(n_frames):
             frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 12 * i % 256, np.uint8), format="rgb24")
             container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return path.read_bytes()
-
-
-def audio_only(path: Path) -> bytes:
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("aac", rate=8000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        frame.sample_rate = 8000
-        container.mux(stream.encode(frame))
         container.mux(stream.encode())
     return path.read_bytes()
 
@@ -105,7 +96,7 @@ def seeds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     files["mp4"] = clip(root / "clip.mp4")
     files["mkv-h264"] = clip(root / "clip.mkv", codec="libx264")
     files["avi"] = clip(root / "clip.avi")
-    files["audio-only"] = audio_only(root / "sound.mp4")
+    files["audio-only"] = write_audio_only(root / "sound.mp4").read_bytes()
     return files
 
 
@@ -224,7 +215,7 @@ def test_video_corner_cases(tmp_path: Path) -> None:
     index; a Matroska file cut mid-stream (no index needed: frames up to the cut)."""
     CASES["videos: no stream, one frame, broken index"] += 5
     sound = tmp_path / "sound.mp4"
-    audio_only(sound)
+    write_audio_only(sound)
     assert loads_or_refuses(sound) is None
     with pytest.raises(ValueError, match="has no video stream"):
         load_video_frames(sound, 6)
