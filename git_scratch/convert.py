@@ -178,6 +178,9 @@ KEY_MAP: list[tuple[str | tuple[str, ...], str]] = [
     ("output.weight", "lm_head.weight"),  # absent from tied checkpoints: it is the word embedding
     ("output.bias", "lm_head.bias"),
 ]
+# The HF keys that are parts of a fused tensor of ours (q, k, v), any layer.
+FUSED_PARTS = re.compile("|".join(re.escape(h).replace(r"\{v\}", r"\d+").replace(r"\{d\}", r"\d+")
+                                  for hf, _ in KEY_MAP if isinstance(hf, tuple) for h in hf))
 # Index buffers (arange) that older transformers versions saved; nothing to load.
 DROPPED = ("git.embeddings.position_ids", f"{VIT}.embeddings.position_ids")
 # Problems named one by one in a loading error; the rest are counted.
@@ -319,7 +322,8 @@ def _read_file(path: Path) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"{path} not found (listed in the shard index); re-download the checkpoint")
     try:
         if path.suffix == ".safetensors":
-            return load_file(path)
+            tensors = load_file(path)  # mapped: a tensor's pages are read when it is first used
+            return tensors | _read_unmapped(path, [name for name in tensors if FUSED_PARTS.fullmatch(name)])
         # weights_only: a .bin is a pickle, and we never execute code from a checkpoint.
         tensors = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # safetensors and pickle raise many types for a damaged file
@@ -327,6 +331,32 @@ def _read_file(path: Path) -> dict[str, torch.Tensor]:
                          "the file is damaged or truncated, re-download or re-save it") from None
     if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
         raise ValueError(f"{path} does not hold a state dict of tensors; is it a model checkpoint?")
+    return tensors
+
+
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+def _read_unmapped(path: Path, names: list[str]) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file read with plain file reads into memory of their own.
+
+    For q, k and v: the converter concatenates them into one fused tensor, and pages of the
+    mapping it had read would stay resident beside that copy until the mapping closes, 127 MB
+    for git-base (docs/performance.md). Read this way, they are freed once fused."""
+    tensors = {}
+    with path.open("rb") as f:
+        header_size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(header_size))
+        for name in names:
+            info = header[name]
+            if info["dtype"] not in SAFETENSORS_DTYPES:
+                continue  # left mapped; from_hf_state_dict names the wrong dtype
+            tensor = torch.empty(info["shape"], dtype=SAFETENSORS_DTYPES[info["dtype"]])
+            start, end = info["data_offsets"]
+            f.seek(8 + header_size + start)
+            if f.readinto(tensor.view(-1).view(torch.uint8).numpy()) != end - start:
+                raise EOFError(f"the file ends inside {name}")  # _read_file names the file and the fix
+            tensors[name] = tensor
     return tensors
 
 

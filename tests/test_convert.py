@@ -118,6 +118,40 @@ def test_pytorch_bin_and_sharded_safetensors(checkpoint: Path, tmp_path: Path) -
         assert all(torch.equal(loaded[k], reference[k]) for k in reference)
 
 
+def mapped_ranges(path: Path) -> list[tuple[int, int]]:
+    """Address ranges at which this process maps `path` (Linux)."""
+    ranges = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        if line.endswith(str(path.resolve())):
+            start, end = line.split()[0].split("-")
+            ranges.append((int(start, 16), int(end, 16)))
+    return ranges
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads the process's mappings (Linux)")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_qkv_parts_are_read_outside_the_mapping(checkpoint: Path, dtype: torch.dtype) -> None:
+    """The tensors the converter fuses are plain copies (their mapped pages would stay resident
+    next to the fused tensor); all others stay mapped. Values are the file's either way."""
+    from git_scratch.convert import FUSED_PARTS, _read_file
+
+    path = checkpoint / "model.safetensors"
+    edit_weights(checkpoint, lambda t: t.update({k: v.to(dtype) for k, v in t.items()}))
+    expected = load_file(path)
+    tensors = _read_file(path)
+    ranges = mapped_ranges(path)
+    assert ranges, "safetensors no longer maps the file; this test needs another way to tell"
+
+    def mapped(t: torch.Tensor) -> bool:
+        return any(start <= t.data_ptr() < end for start, end in ranges)
+
+    parts = [name for name in tensors if FUSED_PARTS.fullmatch(name)]
+    assert len(parts) == 6 * (tiny_config().n_layer + tiny_config().vision.n_layer)  # q, k, v; weight, bias
+    assert not any(mapped(tensors[name]) for name in parts)
+    assert all(mapped(t) for name, t in tensors.items() if name not in parts and t.numel())
+    assert all(torch.equal(tensors[k], expected[k]) and tensors[k].dtype == dtype for k in expected)
+
+
 def test_bin_with_code_is_refused(checkpoint: Path) -> None:
     (checkpoint / "model.safetensors").unlink()
     torch.save({"x": torch.nn.Linear(2, 2)}, checkpoint / "pytorch_model.bin")  # a pickled module
