@@ -32,6 +32,10 @@ class VisionConfig:
     d_ff: int = 3072  # MLP hidden width (4 * d_model in every released checkpoint)
     act: str = "quick_gelu"  # OpenAI CLIP used QuickGELU, x * sigmoid(1.702 x)
     norm_eps: float = 1e-5
+    # Only for training from scratch (a checkpoint's table replaces it): 0 starts the position
+    # table as GIT does, N(0, init_std); s > 0 starts it as MAE's 2-D sin-cos table times s
+    # (vision.sincos_table), so even an untrained tower tells where a patch is (docs/training.md).
+    position_init: float = 0.0
 
     @property
     def grid(self) -> int:
@@ -170,6 +174,12 @@ def validate(cfg: GitConfig) -> None:
         raise ValueError(f"config field d_model = {cfg.d_model} is not divisible by n_head = {cfg.n_head}")
     if v.d_model % v.n_head:
         raise ValueError(f"config field vision.d_model = {v.d_model} is not divisible by vision.n_head = {v.n_head}")
+    if not _is_real(v.position_init) or not 0 <= v.position_init < math.inf:
+        raise ValueError(f"config field vision.position_init = {v.position_init!r} must be a finite number >= 0; "
+                         "use 0 for GIT's random table")
+    if v.position_init and v.d_model % 4:
+        raise ValueError(f"config field vision.position_init = {v.position_init} needs vision.d_model divisible by 4 "
+                         f"(got {v.d_model}); use 0 for GIT's random table")
     if v.patch_size > v.image_size:
         raise ValueError(f"config field vision.patch_size = {v.patch_size} is larger than "
                          f"vision.image_size = {v.image_size}")

@@ -25,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 from .config import GitConfig
 from .decoder import DecoderBlock, KVCache, TextEmbedding
 from .mask import git_attention_mask
-from .vision import ImageEncoder
+from .vision import ImageEncoder, sincos_table
 
 
 class GIT(nn.Module):
@@ -87,7 +87,11 @@ class GIT(nn.Module):
             nn.init.zeros_(module.in_proj_bias)
         elif module is self.vision:
             nn.init.normal_(module.vit.class_embedding, std=std)
-            nn.init.normal_(module.vit.positional_embedding, std=std)
+            if self.cfg.vision.position_init:
+                table = sincos_table(self.cfg.vision.grid, self.cfg.vision.d_model)
+                module.vit.positional_embedding.data.copy_(self.cfg.vision.position_init * table)
+            else:
+                nn.init.normal_(module.vit.positional_embedding, std=std)
 
     # --- the forward pass ------------------------------------------------------------------
 

@@ -84,6 +84,24 @@ class ImageEncoder(nn.Module):
         return torch.cat([cls_pos, rearrange(patch_pos, "1 d h w -> (h w) d")])
 
 
+def sincos_table(grid: int, dim: int) -> torch.Tensor:
+    """(1 + grid * grid, dim): MAE's fixed 2-D sin-cos position table, in the ViT's token order
+    (CLS, then patches row by row), with a zero row for CLS. The first half of the channels
+    encodes the patch's row and the second half its column, each as sin and cos at dim / 4
+    frequencies from 1 down to 1/10000, so nearby patches get similar vectors at every scale."""
+    quarter = dim // 4
+    frequencies = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)  # (dim/4,)
+    rows, cols = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64),
+                                indexing="ij")
+
+    def encode(coordinate: torch.Tensor) -> torch.Tensor:  # (grid, grid) -> (grid * grid, dim / 2)
+        angles = coordinate.flatten()[:, None] * frequencies[None]
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    patches = torch.cat([encode(rows), encode(cols)], dim=1)  # (grid * grid, dim)
+    return torch.cat([torch.zeros(1, dim, dtype=torch.float64), patches]).float()
+
+
 def vit_block(block: ResidualAttentionBlock, x: torch.Tensor) -> torch.Tensor:
     """open_clip's pre-LN residual block, x (B, n, D) -> (B, n, D), with attention through SDPA.
     open_clip's `nn.MultiheadAttention` made git-base's tower 7% slower in inference on CPU
