@@ -85,6 +85,7 @@ class ShapesConfig:
     shapes: tuple[str, ...] = SHAPES
     sizes: tuple[str, ...] = ("small", "large")
     object_counts: tuple[int, ...] = (1, 2)  # objects per image, drawn uniformly from these
+    relations: tuple[str, ...] = RELATIONS  # how two objects may sit, drawn uniformly from these
     n_train: int = 4000
     n_heldout: int = 500
     n_compositional: int = 500
@@ -104,6 +105,7 @@ class ShapesConfig:
         _check_subset("shapes", self.shapes, SHAPES)
         _check_subset("sizes", self.sizes, RADIUS_RANGE)
         _check_subset("object_counts", self.object_counts, COUNT_WORDS)
+        _check_subset("relations", self.relations, RELATIONS)
         for colour, shape in self.held_out_pairs:
             if colour not in self.colours or shape not in self.shapes:
                 raise ValueError(
@@ -212,7 +214,7 @@ def vocabulary(cfg: ShapesConfig) -> list[str]:
     words |= set(cfg.colours) | set(cfg.shapes) | set(cfg.sizes)
     words |= {COUNT_WORDS[n] for n in cfg.object_counts}
     if 2 in cfg.object_counts:
-        words |= {w for r in RELATIONS for w in r.split()}
+        words |= {w for r in cfg.relations for w in r.split()}
     return sorted(words)
 
 
@@ -304,7 +306,7 @@ def _place(cfg: ShapesConfig, rng: random.Random, radii: list[int]) -> list[tupl
     spread = (a1 - a0) // DOMINANCE
     # Never empty: spread >= min_along / 2 >= |r1 - r0|, the most the two radii's ranges differ by.
     c1 = pick(max(lo(r1), c0 - spread), min(hi(r1), c0 + spread))
-    if rng.choice(RELATIONS) == "left of":
+    if rng.choice(cfg.relations) == "left of":
         return [(a0, c0), (a1, c1)]
     return [(c0, a0), (c1, a1)]
 

@@ -274,6 +274,13 @@ def test_vocabulary_follows_the_config() -> None:
     assert {"red", "blue", "one", "?"} <= set(vocab)
 
 
+def test_one_relation_lays_every_pair_out_along_it() -> None:
+    cfg = ShapesConfig(relations=("left of",), n_train=200, n_heldout=0, n_compositional=0)
+    relations = {parse_caption(caption(scene))[1] for scene in sample_scenes(cfg, "train")}
+    assert relations == {None, "left of"}  # one-object captions have none
+    assert "above" not in vocabulary(cfg) and {"left", "of"} <= set(vocabulary(cfg))
+
+
 # --- manifests on disk --------------------------------------------------------------------------
 
 
@@ -328,6 +335,8 @@ def test_interrupted_generation_leaves_no_manifest(tmp_path: Path, monkeypatch: 
         {"colours": ("red", "pink")},
         {"shapes": ("circle", "hexagon")},
         {"object_counts": (1, 3)},
+        {"relations": ("left of", "behind")},
+        {"relations": ()},
         {"held_out_pairs": (("pink", "circle"),)},
         {"colours": ("red",), "shapes": ("circle",), "held_out_pairs": (("red", "circle"),)},
         {"image_size": 24},
