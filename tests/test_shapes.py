@@ -32,7 +32,7 @@ from git_scratch.shapes import (
     vocabulary,
 )
 
-CFG = ShapesConfig(n_train=400, n_heldout=150, n_compositional=150, seed=7)
+CFG = ShapesConfig(n_train=400, n_heldout=150, n_compositional=150, seed=7, relations=shapes.RELATIONS)
 PHRASE = r"a (small|large) (\w+) (circle|square|triangle)"
 CAPTION = re.compile(rf"^{PHRASE}(?: (left of|above) {PHRASE})?$")
 
