@@ -3,8 +3,9 @@ patch lattice: the measurement behind `ShapesConfig.grid` (docs/training.md).
 
 For each placement (centres on the 8 x 8 patch lattice, `grid=8`; at any pixel, `grid=0`) it
 renders one-object shapes images, runs them through the demo's ViT (configs/shapes-tiny.json)
-at its seeded initialisation (GIT's, as `git-scratch demo` starts from), and fits a linear probe on the mean token to tell circle, square
-and triangle apart; it prints the probe's accuracy on held-out images.
+at its seeded initialisation (the one `git-scratch demo` starts from, sin-cos position table
+included), and fits a linear probe on the mean token to tell circle, square and triangle apart;
+it prints the probe's accuracy on held-out images.
 
     python scripts/shape_probe.py [--train 2000] [--heldout 500] [--seed 0]
 """

@@ -8,7 +8,9 @@ model's greedy caption and counts each separately. Order and relation are two-wa
 
 It also reports how much position the image encoder can see at all: the size of its learned
 position table against that of the patch embeddings it is added to (per token, L2 norms), and
-how far that table moved from its initialisation's scale (GIT's init: normal, std `init_std`).
+how far that table moved from its initialisation's scale: GIT's init is normal with std `init_std`;
+`vision.position_init` s > 0 starts it as the sin-cos table times s, whose std the script also
+prints (a saved model's config.json does not say which init it had).
 
     python scripts/spatial_probe.py runs/demo          # the directory `git-scratch demo` wrote
 """
@@ -28,6 +30,7 @@ from git_scratch.model import GIT
 from git_scratch.processor import ImageProcessor
 from git_scratch.shapes import RELATIONS
 from git_scratch.tokenizer import GitTokenizer
+from git_scratch.vision import sincos_table
 
 TWO_OBJECTS = re.compile(rf"a (\w+) (\w+) (\w+) ({'|'.join(RELATIONS)}) a (\w+) (\w+) (\w+)")
 
@@ -60,7 +63,8 @@ def position_scale(model: GIT, pixel_values: torch.Tensor) -> dict[str, float]:
         table = vit.positional_embedding[1:]  # (n_patches, D), the class token's row left out
     return {"position norm": table.norm(dim=-1).mean().item(),
             "patch embedding norm": patches.norm(dim=-1).mean().item(),
-            "position std": table.std().item(), "init std": model.cfg.init_std}
+            "position std": table.std().item(), "init std": model.cfg.init_std,
+            "sin-cos std": sincos_table(model.cfg.vision.grid, vit.positional_embedding.shape[1])[1:].std().item()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     pixels = torch.stack([dataset[i]["pixel_values"] for i in range(min(64, len(dataset)))])
     scale = position_scale(model, pixels)
     print(f"ViT input, per token: position table norm {scale['position norm']:.2f}, patch embedding norm "
-          f"{scale['patch embedding norm']:.2f}; table std {scale['position std']:.4f} (init {scale['init std']})")
+          f"{scale['patch embedding norm']:.2f}; table std {scale['position std']:.4f} (GIT's init {scale['init std']:.4f}, "
+          f"sin-cos table times s: {scale['sin-cos std']:.4f} s)")
     return 0
 
 

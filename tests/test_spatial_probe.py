@@ -43,7 +43,7 @@ def test_the_script_reads_a_demo_run(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert probe.main([str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     assert f"held-out two-object captions: {two_objects} images" in out
-    assert "relation right" in out and "position table norm" in out
+    assert "relation right" in out and "position table norm" in out and "sin-cos table times s" in out
 
 
 def test_a_directory_that_is_not_a_demo_run_is_one_line(tmp_path: Path) -> None:
