@@ -85,10 +85,11 @@ class ImageEncoder(nn.Module):
 
 
 def sincos_table(grid: int, dim: int) -> torch.Tensor:
-    """(1 + grid * grid, dim): MAE's fixed 2-D sin-cos position table, in the ViT's token order
-    (CLS, then patches row by row), with a zero row for CLS. The first half of the channels
-    encodes the patch's row and the second half its column, each as sin and cos at dim / 4
-    frequencies from 1 down to 1/10000, so nearby patches get similar vectors at every scale."""
+    """(1 + grid * grid, dim): a fixed 2-D sin-cos position table built as MAE builds its own, in
+    the ViT's token order (CLS, then patches row by row), with a zero row for CLS. The first half
+    of the channels encodes the patch's row and the second half its column, each as sin and cos
+    at dim / 4 frequencies from 1 towards 1/10000, so nearby patches get similar vectors at every
+    scale. (MAE puts the column first; for a table that starts training, the order is moot.)"""
     quarter = dim // 4
     frequencies = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)  # (dim/4,)
     rows, cols = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64),
