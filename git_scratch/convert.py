@@ -323,14 +323,15 @@ def _read_file(path: Path) -> dict[str, torch.Tensor]:
     try:
         if path.suffix == ".safetensors":
             tensors = load_file(path)  # mapped: a tensor's pages are read when it is first used
-            return tensors | _read_unmapped(path, [name for name in tensors if FUSED_PARTS.fullmatch(name)])
-        # weights_only: a .bin is a pickle, and we never execute code from a checkpoint.
-        tensors = torch.load(path, map_location="cpu", weights_only=True)
+        else:  # weights_only: a .bin is a pickle, and we never execute code from a checkpoint.
+            tensors = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # safetensors and pickle raise many types for a damaged file
         raise ValueError(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                          "the file is damaged or truncated, re-download or re-save it") from None
     if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
         raise ValueError(f"{path} does not hold a state dict of tensors; is it a model checkpoint?")
+    if path.suffix == ".safetensors":  # load_file has checked the header and the file's size
+        tensors |= _read_unmapped(path, [name for name in tensors if FUSED_PARTS.fullmatch(name)])
     return tensors
 
 
@@ -355,7 +356,8 @@ def _read_unmapped(path: Path, names: list[str]) -> dict[str, torch.Tensor]:
             start, end = info["data_offsets"]
             f.seek(8 + header_size + start)
             if f.readinto(tensor.view(-1).view(torch.uint8).numpy()) != end - start:
-                raise EOFError(f"the file ends inside {name}")  # _read_file names the file and the fix
+                raise ValueError(f"{path} ends inside {name}, so it changed while being read; "
+                                 "read it again or re-download it")
             tensors[name] = tensor
     return tensors
 

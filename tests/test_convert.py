@@ -152,6 +152,21 @@ def test_qkv_parts_are_read_outside_the_mapping(checkpoint: Path, dtype: torch.d
     assert all(torch.equal(tensors[k], expected[k]) and tensors[k].dtype == dtype for k in expected)
 
 
+def test_a_file_cut_after_its_size_was_checked_is_one_line(checkpoint: Path, tmp_path: Path) -> None:
+    """load_file checks the file's size first, so _read_unmapped meets a short file only when it
+    changed in between; here it reads a cut copy directly."""
+    from git_scratch.convert import FUSED_PARTS, _read_unmapped
+
+    data = (checkpoint / "model.safetensors").read_bytes()
+    header_size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + header_size])
+    part = max((name for name in header if FUSED_PARTS.fullmatch(name)), key=lambda n: header[n]["data_offsets"][1])
+    cut = tmp_path / "model.safetensors"
+    cut.write_bytes(data[:8 + header_size + header[part]["data_offsets"][1] - 1])  # one byte short of its end
+    with pytest.raises(ValueError, match=rf"model.safetensors ends inside {part}, so it changed while being read; "):
+        _read_unmapped(cut, [part])
+
+
 def test_bin_with_code_is_refused(checkpoint: Path) -> None:
     (checkpoint / "model.safetensors").unlink()
     torch.save({"x": torch.nn.Linear(2, 2)}, checkpoint / "pytorch_model.bin")  # a pickled module
