@@ -4,7 +4,9 @@ A two-object caption, "a small red circle left of a large blue square", is right
 things are: the two objects (size, colour, shape), their order (the left or upper one first) and
 the relation ("left of" or "above"). For every held-out two-object image this script parses the
 model's greedy caption and counts each separately. Order and relation are two-way choices, so
-50 % is what a model blind to position scores.
+50 % is what a model blind to position scores. In the demo's own dataset two objects always sit
+side by side (`ShapesConfig.relations`), so there the relation is always "left of" and the
+order alone tests position.
 
 It also reports how much position the image encoder can see at all: the size of its learned
 position table against that of the patch embeddings it is added to (per token, L2 norms), and
