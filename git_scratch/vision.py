@@ -92,8 +92,8 @@ def sincos_table(grid: int, dim: int) -> torch.Tensor:
     scale. (MAE puts the column first; for a table that starts training, the order is moot.)"""
     quarter = dim // 4
     frequencies = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)  # (dim/4,)
-    rows, cols = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64),
-                                indexing="ij")
+    positions = torch.arange(grid, dtype=torch.float64)
+    rows, cols = torch.meshgrid(positions, positions, indexing="ij")  # (grid, grid) each
 
     def encode(coordinate: torch.Tensor) -> torch.Tensor:  # (grid, grid) -> (grid * grid, dim / 2)
         angles = coordinate.flatten()[:, None] * frequencies[None]

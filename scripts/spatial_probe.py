@@ -66,7 +66,7 @@ def position_scale(model: GIT, pixel_values: torch.Tensor) -> dict[str, float]:
     return {"position norm": table.norm(dim=-1).mean().item(),
             "patch embedding norm": patches.norm(dim=-1).mean().item(),
             "position std": table.std().item(), "init std": model.cfg.init_std,
-            "sin-cos std": sincos_table(model.cfg.vision.grid, vit.positional_embedding.shape[1])[1:].std().item()}
+            "sin-cos std": sincos_table(model.cfg.vision.grid, model.cfg.vision.d_model)[1:].std().item()}
 
 
 def main(argv: list[str] | None = None) -> int:
