@@ -17,33 +17,7 @@ from torch import nn
 
 from .activations import activation_factory
 from .config import GitConfig
-
-
-# oneDNN's fp32 linear; None where torch was built without oneDNN (mkldnn).
-ONEDNN_LINEAR = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
-FEW_ROWS = 64  # measured up to 64 rows: oneDNN as fast as MKL or faster (docs/performance.md)
-
-
-def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """`layer(x)`, through oneDNN instead of MKL for a few rows on CPU in inference.
-
-    A decode step multiplies one row per beam, image or question by every weight of the
-    decoder and the LM head: it streams git-base's 271 MB of weights from memory for a handful
-    of rows. MKL's fp32 GEMM does that badly for 3-16 rows: a whole git-base decode step took
-    68 ms with MKL and 50 ms with oneDNN for 3 rows (beam search), 72 and 57 ms for 5 rows
-    (questions); equal for 1 row, never slower up to 64 (docs/performance.md). Results differ
-    only in float rounding. Training, large batches and hooked or subclassed layers keep `layer(x)`."""
-    if use_onednn(layer, x):
-        return ONEDNN_LINEAR(x, layer.weight, layer.bias, "none", [], "")
-    return layer(x)
-
-
-def use_onednn(layer: nn.Linear, x: torch.Tensor) -> bool:
-    """The cases measured: a plain fp32 nn.Linear on CPU, no autograd, at most FEW_ROWS rows."""
-    plain = type(layer) is nn.Linear and not (layer._forward_hooks or layer._forward_pre_hooks)
-    few_rows = x.numel() <= FEW_ROWS * x.shape[-1]
-    return (ONEDNN_LINEAR is not None and torch.backends.mkldnn.enabled and plain and few_rows
-            and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled())
+from .linear import linear, linear_weights
 
 
 class TextEmbedding(nn.Module):
@@ -133,7 +107,7 @@ class Attention(nn.Module):
         """Keys and values of x (B, S, D) alone, (B, H, S, Dh) each: the rows [key; value] of
         the fused projection, without the query, the attention or anything after it."""
         width = self.qkv.out_features // 3
-        kv = F.linear(x, self.qkv.weight[width:], self.qkv.bias[width:])  # (B, S, 2D)
+        kv = linear_weights(x, self.qkv.weight[width:], self.qkv.bias[width:])  # (B, S, 2D)
         k, v = rearrange(kv, "b s (two h d) -> two b h s d", two=2, h=self.n_head)
         return k, v
 

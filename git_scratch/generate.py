@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Callable
 import torch
 import torch.nn.functional as F
 
-from .decoder import KVCache, linear
+from .decoder import KVCache
+from .linear import linear
 from .mask import git_attention_mask
 from .model import text_mask_for, text_positions
 

@@ -24,6 +24,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .config import GitConfig
 from .decoder import DecoderBlock, KVCache, TextEmbedding
+from .linear import linear
 from .mask import git_attention_mask
 from .vision import ImageEncoder, sincos_table
 
@@ -122,7 +123,7 @@ class GIT(nn.Module):
                 x = checkpoint(block, x, mask, positions=positions, use_reentrant=False)  # recomputed in backward
             else:
                 x = block(x, mask, positions=positions)
-        return self.lm_head(self.final_norm(x[:, n_image:]))  # (B, T, V)
+        return linear(self.lm_head, self.final_norm(x[:, n_image:]))  # (B, T, V)
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Trade compute for memory in training: activations of each block are recomputed."""

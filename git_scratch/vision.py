@@ -22,6 +22,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .activations import activation_factory
 from .config import VisionConfig
+from .linear import linear, linear_weights
 
 
 class ImageEncoder(nn.Module):
@@ -107,10 +108,13 @@ def vit_block(block: ResidualAttentionBlock, x: torch.Tensor) -> torch.Tensor:
     """open_clip's pre-LN residual block, x (B, n, D) -> (B, n, D), with attention through SDPA.
     open_clip's `nn.MultiheadAttention` made git-base's tower 7% slower in inference on CPU
     (588 ms against 544 ms, docs/performance.md). No mask: every image token sees every other.
-    `ls_1`/`ls_2` are LayerScale in open_clip towers built with `ls_init_value`, else Identity."""
-    attn = block.attn
-    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)  # (B, n, 3D)
+    `ls_1`/`ls_2` are LayerScale in open_clip towers built with `ls_init_value`, else Identity.
+    Its products go through `linear`, which picks the faster CPU kernel in inference (linear.py),
+    so hooks on the block or on its `mlp` never fire; hooks on the Linear layers do."""
+    attn, mlp = block.attn, block.mlp
+    qkv = linear_weights(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)  # (B, n, 3D)
     q, k, v = rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=attn.num_heads)
     y = F.scaled_dot_product_attention(q, k, v)  # (B, H, n, Dh)
-    x = x + block.ls_1(attn.out_proj(rearrange(y, "b h n d -> b n (h d)")))
-    return x + block.ls_2(block.mlp(block.ln_2(x)))
+    x = x + block.ls_1(linear(attn.out_proj, rearrange(y, "b h n d -> b n (h d)")))
+    hidden = mlp.gelu(linear(mlp.c_fc, block.ln_2(x)))  # (B, n, D_ff)
+    return x + block.ls_2(linear(mlp.c_proj, hidden))

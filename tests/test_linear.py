@@ -1,0 +1,57 @@
+"""linear.py: the oneDNN path computes nn.Linear's product and steps aside where it must."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from git_scratch import linear as kernels
+from git_scratch.linear import linear, linear_weights
+
+
+@pytest.mark.parametrize("rows", [1, 3, 64, 65, 197])  # past FEW_ROWS: oneDNN only with AVX-512
+def test_linear_equals_nn_linear(rows: int) -> None:
+    torch.manual_seed(0)
+    layer, x = nn.Linear(48, 80), torch.randn(rows, 1, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(linear(layer, x), layer(x), rtol=0, atol=1e-6)
+        torch.testing.assert_close(linear_weights(x[:, 0], layer.weight[40:], layer.bias[40:]),
+                                   layer(x[:, 0])[:, 40:], rtol=0, atol=1e-6)  # a slice of a fused weight
+
+
+def test_linear_takes_the_oneDNN_path_only_where_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+    layer, x = nn.Linear(8, 8), torch.randn(2, 8)
+    many = torch.randn(kernels.FEW_ROWS + 1, 8)
+    available = kernels.ONEDNN_LINEAR is not None and torch.backends.mkldnn.enabled
+    with torch.no_grad():
+        assert kernels.use_onednn(x, layer.weight) == available
+        assert not kernels.use_onednn(x.double(), layer.weight.double())
+        assert not kernels.use_onednn(x, layer.weight.t())  # a transposed view, not the (N, K) layout
+        monkeypatch.setattr(kernels, "AVX512", False)
+        assert not kernels.use_onednn(many, layer.weight)
+        monkeypatch.setattr(kernels, "AVX512", True)
+        assert kernels.use_onednn(many, layer.weight) == available
+    assert not kernels.use_onednn(x, layer.weight)  # autograd on: training keeps nn.Linear
+
+
+def test_hooked_layers_are_called() -> None:
+    layer, x = nn.Linear(8, 8), torch.randn(2, 8)
+    seen = []
+    layer.register_forward_hook(lambda *_: seen.append(True))
+    with torch.no_grad():
+        linear(layer, x)
+    assert seen  # hooks (parity recording, attention capture) still fire
+
+
+def test_subclasses_with_their_own_forward_are_called() -> None:
+    class Doubled(nn.Linear):  # what LoRA and friends look like to linear()
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 2 * super().forward(x)
+
+    layer, x = Doubled(8, 8), torch.randn(2, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(linear(layer, x), layer(x))
+        attention = nn.MultiheadAttention(8, 2)  # out_proj: a subclass that keeps nn.Linear's forward
+        assert type(attention.out_proj) is not nn.Linear
+        torch.testing.assert_close(linear(attention.out_proj, x), attention.out_proj(x), rtol=0, atol=1e-6)
