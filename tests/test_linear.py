@@ -32,7 +32,30 @@ def test_linear_takes_the_oneDNN_path_only_where_measured(monkeypatch: pytest.Mo
         assert not kernels.use_onednn(many, layer.weight)
         monkeypatch.setattr(kernels, "AVX512", True)
         assert kernels.use_onednn(many, layer.weight) == available
-    assert not kernels.use_onednn(x, layer.weight)  # autograd on: training keeps nn.Linear
+    assert kernels.use_onednn(x, layer.weight) == available  # with AVX-512, training too
+    monkeypatch.setattr(kernels, "AVX512", False)
+    assert not kernels.use_onednn(x, layer.weight)  # without: training keeps nn.Linear
+
+
+@pytest.mark.skipif(kernels.ONEDNN_LINEAR is None, reason="torch built without oneDNN")
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("x_grad", [True, False])  # the first layer's input needs no gradient
+def test_onednn_training_gives_nn_linear_gradients(monkeypatch: pytest.MonkeyPatch, bias: bool, x_grad: bool) -> None:
+    monkeypatch.setattr(kernels, "AVX512", True)  # the path is taken on AVX-512 CPUs; test it on any
+    torch.manual_seed(0)
+    layer = nn.Linear(48, 80, bias=bias)
+    x = torch.randn(3, 5, 48, requires_grad=x_grad)
+    grad_y = torch.randn(3, 5, 80)
+    grads = []
+    for forward in (layer, lambda x: linear(layer, x)):
+        layer.zero_grad()
+        x.grad = None
+        y = forward(x)
+        y.backward(grad_y)
+        grads.append([y.detach(), layer.weight.grad, x.grad] + ([layer.bias.grad] if bias else []))
+    assert type(linear(layer, x).grad_fn).__name__ == "OneDNNLinearBackward"  # not the MKL path twice
+    for ours, reference in zip(*grads[::-1]):
+        torch.testing.assert_close(ours, reference, rtol=0, atol=1e-5)
 
 
 def test_hooked_layers_are_called() -> None:
