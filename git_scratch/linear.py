@@ -1,4 +1,4 @@
-"""Which CPU kernel multiplies by a weight in inference: torch's default (MKL) or oneDNN.
+"""Which CPU kernel multiplies by a weight: torch's default (MKL) or oneDNN.
 
 `nn.Linear` on CPU runs MKL's fp32 GEMM. torch also ships oneDNN, and on the CPUs measured
 here oneDNN was as fast or faster where it is used below (docs/performance.md):
@@ -30,7 +30,8 @@ AVX512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")  # then at
 
 
 def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """`layer(x)`, through oneDNN where that was measured faster (module docstring)."""
+    """`layer(x)`, through oneDNN where that was measured faster (module docstring). Under
+    autograd the result has oneDNN's gradients (`OneDNNLinear`), equal to nn.Linear's up to rounding."""
     # nn.Linear's own forward (nn.MultiheadAttention's out_proj is a subclass that keeps it) and
     # no hooks: hooks (parity recording) must see the call, and an override (LoRA) its own math.
     plain = type(layer).forward is nn.Linear.forward and not (layer._forward_hooks or layer._forward_pre_hooks)

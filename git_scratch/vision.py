@@ -109,7 +109,7 @@ def vit_block(block: ResidualAttentionBlock, x: torch.Tensor) -> torch.Tensor:
     open_clip's `nn.MultiheadAttention` made git-base's tower 7% slower in inference on CPU
     (588 ms against 544 ms, docs/performance.md). No mask: every image token sees every other.
     `ls_1`/`ls_2` are LayerScale in open_clip towers built with `ls_init_value`, else Identity.
-    Its products go through `linear`, which picks the faster CPU kernel in inference (linear.py),
+    Its products go through `linear`, which picks the faster CPU kernel (linear.py),
     so hooks on the block or on its `mlp` never fire; hooks on the Linear layers do."""
     attn, mlp = block.attn, block.mlp
     qkv = linear_weights(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)  # (B, n, 3D)

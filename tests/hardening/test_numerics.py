@@ -7,7 +7,8 @@ classes at the same init (0.2), so no transformers is needed. What docs/parity.m
   than twice the half-precision model's own error on the logits, and may differ from there;
 - that error is bounded: fp16 keeps 11 bits of mantissa and moves these logits by ~0.01, bf16
   keeps 8 and moves them by ~0.1, so bf16 meets such near-ties about ten times as often.
-Measured here (8 images x 10 tokens per config): fp16 changed 1 of 40 captions, bf16 5 of 40.
+Measured here (8 images x 10 tokens per config): fp16 changed 1 of 40 captions, bf16 5 of 40 on
+an AVX2 CPU and 4 of 40 on one with AVX512-BF16, whose bf16 products round differently.
 """
 
 from __future__ import annotations
