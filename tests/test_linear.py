@@ -78,3 +78,27 @@ def test_subclasses_with_their_own_forward_are_called() -> None:
         attention = nn.MultiheadAttention(8, 2)  # out_proj: a subclass that keeps nn.Linear's forward
         assert type(attention.out_proj) is not nn.Linear
         torch.testing.assert_close(linear(attention.out_proj, x), attention.out_proj(x), rtol=0, atol=1e-6)
+
+
+@pytest.mark.skipif(kernels.ONEDNN_LINEAR is None, reason="torch built without oneDNN")
+@pytest.mark.filterwarnings("ignore:There is a performance drop")  # vmap loops over oneDNN's rows
+def test_torch_func_per_sample_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.func.grad and vmap(grad), the per-sample gradients researchers take, work through the
+    oneDNN path and agree with nn.Linear's."""
+    from torch.func import functional_call, grad, vmap
+
+    monkeypatch.setattr(kernels, "AVX512", True)
+    torch.manual_seed(0)
+    layer, x = nn.Linear(8, 4), torch.randn(5, 8)
+    params = dict(layer.named_parameters())
+
+    def through_linear(p: dict, xi: torch.Tensor) -> torch.Tensor:
+        return kernels.linear_weights(xi, p["weight"], p["bias"]).pow(2).sum()
+
+    def through_nn(p: dict, xi: torch.Tensor) -> torch.Tensor:
+        return functional_call(layer, p, (xi,)).pow(2).sum()
+
+    for transform in (grad, lambda f: vmap(grad(f), in_dims=(None, 0))):
+        ours, reference = transform(through_linear)(params, x), transform(through_nn)(params, x)
+        for name in params:
+            torch.testing.assert_close(ours[name], reference[name], rtol=0, atol=1e-5)
