@@ -343,22 +343,29 @@ def _read_unmapped(path: Path, names: list[str]) -> dict[str, torch.Tensor]:
 
     For q, k and v: the converter concatenates them into one fused tensor, and pages of the
     mapping it had read would stay resident beside that copy until the mapping closes, 127 MB
-    for git-base (docs/performance.md). Read this way, they are freed once fused."""
-    tensors = {}
+    for git-base (docs/performance.md). Read this way, they are freed once fused.
+
+    All of them go into one buffer, freed at once. Freed one by one, each (2-4 MB) raised
+    glibc's dynamic mmap threshold, after which the process kept up to 250 MB of freed
+    activations resident (git-large, encoding one image; docs/performance.md)."""
     with path.open("rb") as f:
         header_size = int.from_bytes(f.read(8), "little")
         header = json.loads(f.read(header_size))
-        for name in names:
-            info = header[name]
-            if info["dtype"] not in SAFETENSORS_DTYPES:
-                continue  # left mapped; from_hf_state_dict names the wrong dtype
-            tensor = torch.empty(info["shape"], dtype=SAFETENSORS_DTYPES[info["dtype"]])
-            start, end = info["data_offsets"]
+        names = [name for name in names if header[name]["dtype"] in SAFETENSORS_DTYPES]  # others stay mapped;
+        spans = [header[name]["data_offsets"] for name in names]  # from_hf_state_dict names a wrong dtype
+        places = [0]  # each part's offset in the buffer, rounded up to 64 bytes for any dtype's view
+        for start, end in spans:
+            places.append(places[-1] + (end - start + 63) // 64 * 64)
+        buffer = torch.empty(places[-1], dtype=torch.uint8)
+        tensors = {}
+        for name, (start, end), at in zip(names, spans, places):
+            part = buffer[at:at + end - start]
             f.seek(8 + header_size + start)
-            if f.readinto(tensor.view(-1).view(torch.uint8).numpy()) != end - start:
+            if f.readinto(part.numpy()) != end - start:
                 raise ValueError(f"{path} ends inside {name}, so it changed while being read; "
                                  "read it again or re-download it")
-            tensors[name] = tensor
+            info = header[name]
+            tensors[name] = part.view(SAFETENSORS_DTYPES[info["dtype"]]).view(info["shape"])
     return tensors
 
 

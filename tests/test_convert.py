@@ -150,6 +150,20 @@ def test_qkv_parts_are_read_outside_the_mapping(checkpoint: Path, dtype: torch.d
     assert not any(mapped(tensors[name]) for name in parts)
     assert all(mapped(t) for name, t in tensors.items() if name not in parts and t.numel())
     assert all(torch.equal(tensors[k], expected[k]) and tensors[k].dtype == dtype for k in expected)
+    # One buffer for all of them, freed at once: freed one by one, they raised glibc's mmap threshold
+    assert len({tensors[name].untyped_storage().data_ptr() for name in parts}) == 1
+
+
+def test_parts_of_mixed_dtypes_share_one_buffer(tmp_path: Path) -> None:
+    """Each part starts at a 64-byte boundary, so any dtype can view the shared buffer, even after
+    a part whose size is not a multiple of the next one's element size."""
+    from git_scratch.convert import _read_unmapped
+
+    torch.manual_seed(0)
+    parts = {"a": torch.randn(3).to(torch.bfloat16), "b": torch.randn(5, 3), "c": torch.randn(2, 7).double()}
+    save_file(parts, tmp_path / "mixed.safetensors")
+    read = _read_unmapped(tmp_path / "mixed.safetensors", list(parts))
+    assert all(torch.equal(read[k], v) and read[k].dtype == v.dtype for k, v in parts.items())
 
 
 def test_a_file_cut_after_its_size_was_checked_is_one_line(checkpoint: Path, tmp_path: Path) -> None:
