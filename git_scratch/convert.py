@@ -351,8 +351,9 @@ def _read_unmapped(path: Path, names: list[str]) -> dict[str, torch.Tensor]:
     with path.open("rb") as f:
         header_size = int.from_bytes(f.read(8), "little")
         header = json.loads(f.read(header_size))
-        names = [name for name in names if header[name]["dtype"] in SAFETENSORS_DTYPES]  # others stay mapped;
-        spans = [header[name]["data_offsets"] for name in names]  # from_hf_state_dict names a wrong dtype
+        # A part of another dtype stays mapped; from_hf_state_dict names the wrong dtype.
+        names = [name for name in names if header[name]["dtype"] in SAFETENSORS_DTYPES]
+        spans = [header[name]["data_offsets"] for name in names]
         places = [0]  # each part's offset in the buffer, rounded up to 64 bytes for any dtype's view
         for start, end in spans:
             places.append(places[-1] + (end - start + 63) // 64 * 64)
