@@ -1,8 +1,11 @@
 """GIT's configuration: one frozen dataclass for the decoder with a nested one for the vision tower.
 
 Field names are ours (`d_model`, `n_layer`, ...). Hugging Face's names (`hidden_size`,
-`num_hidden_layers`, ...) are known only to `convert.py`, which reads and writes `config.json`.
-Presets live in `configs/<name>.json`, one small file per published checkpoint shape.
+`num_hidden_layers`, ...) are known only to `checkpoints/hub.py`, which reads and writes
+`config.json`. Presets live in `configs/<name>.json`, one small file per published checkpoint shape.
+
+This module imports nothing else from git_scratch but `atomic` (a stdlib-only leaf): the model
+is built from it, so it sits below everything (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .activations import ACTIVATION_NAMES
 from .atomic import atomic_write_text
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# The activations a config may name, by their HF names; model/activations.py builds each one.
+ACTIVATION_NAMES = ("gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "quick_gelu", "relu", "silu", "swish")
 
 
 @dataclass(frozen=True)

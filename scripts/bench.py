@@ -18,6 +18,10 @@ compute-bound work (image encoder, prefix, prefill, training) and the read bandw
 buffer far larger than the caches for each decode step (every weight of the decoder and the LM
 head is read once per step). Peak memory is the peak resident set (CPU) or peak allocation
 (CUDA) of a child process that loads one side and runs one case.
+
+It is over 400 lines because a performance claim here comes from one script that runs both sides
+in one process on the same inputs: the cases, the bounds, the memory children and the doc table
+are its parts, in the order a run takes them.
 """
 
 from __future__ import annotations
@@ -39,9 +43,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula, sdpa_backward_flop_count, sdpa_flop_count
 
 from git_scratch import GIT, GitConfig, VisionConfig, git_loss
+from git_scratch.accel.onednn import ONEDNN_LINEAR
 from git_scratch.atomic import atomic_write_text
-from git_scratch.convert import config_to_hf
-from git_scratch.linear import ONEDNN_LINEAR
+from git_scratch.checkpoints.hub import config_to_hf
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "performance.md"
@@ -62,7 +66,7 @@ def _cpu_sdpa_backward_flop(grad_out, query, key, value, *args, out_shape=None, 
     return sdpa_backward_flop_count(grad_out, query, key, value)
 
 
-# linear.py's oneDNN kernel: an ordinary (rows, K) x (K, N) product. Formulas get shapes.
+# accel/onednn.py's oneDNN kernel: an ordinary (rows, K) x (K, N) product. Formulas get shapes.
 @register_flop_formula(torch.ops.mkldnn._linear_pointwise)
 def _onednn_linear_flop(x_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
     return 2 * math.prod(x_shape) * weight_shape[0]
@@ -280,7 +284,7 @@ def measure_machine(device: torch.device, dtype: torch.dtype, threads: int, cloc
     a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
     products = [lambda: a @ b]  # torch's default kernel: MKL for fp32 on CPU
     if device.type == "cpu" and dtype == torch.float32 and ONEDNN_LINEAR is not None:
-        # torch's other CPU library: twice MKL's rate on an AVX-512 AMD host (linear.py), so the
+        # torch's other CPU library: twice MKL's rate on an AVX-512 AMD host (accel/onednn.py), so the
         # bound is the better of the two, not what one library makes of the machine. (In bf16
         # `a @ b` already runs oneDNN where the CPU supports it; fp16 it does not take at all.)
         products.append(lambda: ONEDNN_LINEAR(a, b, None, "none", [], ""))

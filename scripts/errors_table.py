@@ -29,14 +29,15 @@ ERROR_TYPES = ("ValueError", "FileNotFoundError", "FileExistsError")
 
 # Topic -> modules, in the order the doc lists them; a module not named here goes under "Other".
 TOPICS: dict[str, tuple[str, ...]] = {
-    "Checkpoints and config.json": ("convert", "config", "model"),
-    "Images and videos": ("processor", "video"),
-    "Text and the tokenizer": ("tokenizer",),
-    "Generation": ("generate", "constrain"),
-    "Training, manifests and evaluation": ("train", "data", "evaluate"),
-    "Command line": ("cli",),
-    "Parity with transformers": ("parity",),
-    "Demo and pictures": ("demo", "shapes", "pictures", "attention"),
+    "Checkpoints and config.json": ("checkpoints.hub", "checkpoints.files", "config", "model.git", "model.vision"),
+    "Images and videos": ("data.processor", "data.video"),
+    "Text and the tokenizer": ("data.tokenizer",),
+    "Generation": ("generation.search", "generation.constrain"),
+    "Training, manifests and evaluation": ("training.loop", "data.manifest", "training.evaluate"),
+    "Command line": ("cli.__main__", "cli.common", "cli.caption", "cli.vqa", "cli.convert", "cli.info", "cli.demo",
+                     "cli.train", "cli.eval", "cli.mask", "cli.parity", "cli.attention"),
+    "Parity with transformers": ("tools.parity",),
+    "Demo and pictures": ("demo.recipe", "demo.shapes", "tools.pictures", "tools.attention"),
 }
 
 # What to do, for messages whose text has no "; fix" part. Keyed by the rendered template; a key
@@ -152,7 +153,8 @@ class Site:
 def sites() -> list[Site]:
     """Every user error built in the package, in file order, with its innermost function."""
     found: list[Site] = []
-    for path in sorted(PACKAGE.glob("*.py")):
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = module_name(path)
         tree = ast.parse(path.read_text(encoding="utf-8"))
         helpers = {f.name: f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)}
 
@@ -161,7 +163,7 @@ def sites() -> list[Site]:
                 function = node.name
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
                     and node.func.id in ERROR_TYPES and node.args):
-                found.append(Site(path.stem, function, node.func.id, _parts(node.args[0], helpers)))
+                found.append(Site(module, function, node.func.id, _parts(node.args[0], helpers)))
             for child in ast.iter_child_nodes(node):
                 visit(child, function)
 
@@ -185,6 +187,11 @@ def _parts(node: ast.expr, helpers: dict[str, ast.FunctionDef]) -> tuple[tuple[b
 
 def fix_for(site: Site) -> str | None:
     return site.split()[1] or FIXES.get(site.template)
+
+
+def module_name(path: Path) -> str:
+    """git_scratch/checkpoints/hub.py -> "checkpoints.hub": where a message is raised, in the doc."""
+    return ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
 
 
 def topic(module: str) -> str:

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from git_scratch import GIT
-from git_scratch.decoder import DecoderBlock, KVCache
-from git_scratch.demo import run_variant, same_weights
+from git_scratch.demo.recipe import run_variant, same_weights
+from git_scratch.model.decoder import DecoderBlock, KVCache
 
 
 class PreLNBlock(DecoderBlock):

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from git_scratch import GIT
-from git_scratch.decoder import Attention
-from git_scratch.demo import run_variant, same_weights
+from git_scratch.demo.recipe import run_variant, same_weights
+from git_scratch.model.decoder import Attention
 
 
 def rotate(x: torch.Tensor, positions: torch.Tensor, base: float = 10_000.0) -> torch.Tensor:

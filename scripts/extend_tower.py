@@ -29,7 +29,7 @@ from open_clip.modified_resnet import AttentionPool2d, ModifiedResNet
 from torch import nn
 
 from git_scratch import GIT
-from git_scratch.demo import run_variant
+from git_scratch.demo.recipe import run_variant
 
 
 class ResNetTower(nn.Module):

@@ -1,4 +1,4 @@
-"""Regenerate the converter's key table in docs/conversion.md and docs/architecture.md from convert.KEY_MAP.
+"""Regenerate the converter's key table in docs/conversion.md and docs/architecture.md from checkpoints/hub.py's KEY_MAP.
 
     python scripts/key_table.py          # rewrite the table between the markers of both docs
     python scripts/key_table.py --check  # exit 1 if a doc has drifted (the test suite runs this)
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from git_scratch.atomic import atomic_write_text
-from git_scratch.convert import DROPPED, KEY_MAP, LEGACY_PREFIXES
+from git_scratch.checkpoints.hub import DROPPED, KEY_MAP, LEGACY_PREFIXES
 
 DOCS = tuple(Path(__file__).resolve().parent.parent / "docs" / name for name in ("conversion.md", "architecture.md"))
 BEGIN, END = "<!-- key-table:begin -->", "<!-- key-table:end -->"

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from git_scratch.config import GitConfig
-from git_scratch.model import GIT
-from git_scratch.processor import ImageProcessor
-from git_scratch.shapes import SHAPES, Scene, SceneObject, ShapesConfig, _place, render_scene
+from git_scratch.data.processor import ImageProcessor
+from git_scratch.demo.shapes import SHAPES, Scene, SceneObject, ShapesConfig, _place, render_scene
+from git_scratch.model.git import GIT
 
 
 def one_object_images(cfg: ShapesConfig, n: int, seed: int) -> tuple[list, torch.Tensor]:

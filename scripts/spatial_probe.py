@@ -26,13 +26,13 @@ from pathlib import Path
 
 import torch
 
-from git_scratch.data import ManifestDataset, read_manifest
-from git_scratch.evaluate import predict
-from git_scratch.model import GIT
-from git_scratch.processor import ImageProcessor
-from git_scratch.shapes import RELATIONS
-from git_scratch.tokenizer import GitTokenizer
-from git_scratch.vision import sincos_table
+from git_scratch.data.manifest import ManifestDataset, read_manifest
+from git_scratch.data.processor import ImageProcessor
+from git_scratch.data.tokenizer import GitTokenizer
+from git_scratch.demo.shapes import RELATIONS
+from git_scratch.model.git import GIT
+from git_scratch.model.vision import sincos_table
+from git_scratch.training.evaluate import predict
 
 TWO_OBJECTS = re.compile(rf"a (\w+) (\w+) (\w+) ({'|'.join(RELATIONS)}) a (\w+) (\w+) (\w+)")
 

@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, settings
 
 from git_scratch import GIT
 from git_scratch.cli import main
-from git_scratch.processor import ImageProcessor
-from git_scratch.tokenizer import GitTokenizer
+from git_scratch.data.processor import ImageProcessor
+from git_scratch.data.tokenizer import GitTokenizer
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -26,10 +26,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from git_scratch.processor import load_image, sniff_media
-from git_scratch.video import load_video_frames
+from git_scratch.data.processor import load_image, sniff_media
+from git_scratch.data.video import load_video_frames
+from tests.data.test_video import write_audio_only
 from tests.hardening.support import CASES, check_message, error_line, fuzz, make_checkpoint, run_cli
-from tests.test_video import write_audio_only
 
 EXTENSIONS = [".png", ".jpg", ".gif", ".webp", ".mp4", ".avi", ".txt", ""]
 

@@ -13,10 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from git_scratch import GIT
-from git_scratch.cli import check_prompt_length
-from git_scratch.data import read_manifest
-from git_scratch.model import check_generation_inputs
-from git_scratch.tokenizer import GitTokenizer
+from git_scratch.cli.common import check_prompt_length
+from git_scratch.data.manifest import read_manifest
+from git_scratch.data.tokenizer import GitTokenizer
+from git_scratch.generation.search import check_generation_inputs
 from tests.conftest import tiny_config
 from tests.hardening.support import CASES, check_message, error_line, fuzz, make_checkpoint, run_cli
 

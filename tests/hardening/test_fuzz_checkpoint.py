@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from safetensors.torch import load, save
 
 from git_scratch import GIT
-from git_scratch.convert import FIELD_MAP, REQUIRED_VALUES, VISION_FIELD_MAP
+from git_scratch.checkpoints.hub import FIELD_MAP, REQUIRED_VALUES, VISION_FIELD_MAP
 from tests.conftest import tiny_config
 from tests.hardening.support import CASES, Run, error_line, fresh_dir, fuzz, remove, run_cli, snapshot
 

@@ -17,8 +17,8 @@ import torch
 
 from git_scratch import GIT, GitConfig
 from git_scratch.atomic import atomic_directory
-from git_scratch.processor import ImageProcessor
-from git_scratch.tokenizer import GitTokenizer
+from git_scratch.data.processor import ImageProcessor
+from git_scratch.data.tokenizer import GitTokenizer
 from tests.conftest import tiny_config
 from tests.hardening.support import CASES, ROOT, WORDS, error_line, make_checkpoint, run_cli, snapshot
 
@@ -50,7 +50,7 @@ def model() -> GIT:
 
 
 def tiny_train_state(model: GIT):
-    from git_scratch.train import TrainConfig
+    from git_scratch.training.loop import TrainConfig
 
     optimizer = torch.optim.AdamW(model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
@@ -62,8 +62,8 @@ def writers(tmp_path: Path, model: GIT, monkeypatch: pytest.MonkeyPatch) -> dict
     import matplotlib.figure
     import safetensors.torch
 
-    import git_scratch.convert as convert
-    import git_scratch.train as train
+    import git_scratch.checkpoints.files as convert
+    import git_scratch.training.loop as train
 
     tokenizer = GitTokenizer.word_level(WORDS)
     processor = ImageProcessor(size=32, crop_size=32)
@@ -141,7 +141,7 @@ def test_writer_killed_midway_leaves_the_old_output(tmp_path: Path, model: GIT, 
 def test_convert_killed_midway_over_an_existing_destination(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import safetensors.torch
 
-    import git_scratch.convert as convert
+    import git_scratch.checkpoints.files as convert
 
     src, dst = make_checkpoint(tmp_path / "src"), make_checkpoint(tmp_path / "dst", n_layer=1)
     before = snapshot(dst)
@@ -171,7 +171,7 @@ def test_existing_outputs_need_force(tmp_path: Path, model: GIT, monkeypatch: py
 
 
 def test_train_refuses_an_out_dir_holding_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import git_scratch.train as train
+    import git_scratch.training.loop as train
 
     out = tmp_path / "run"
     (out / "checkpoints" / "step-0000010").mkdir(parents=True)
@@ -209,12 +209,12 @@ WRITE_METHODS = {"write_text", "write_bytes", "save", "savefig", "copyfile", "co
 WRITE_FUNCTIONS = {"save_file", "open"}
 # (module, function) -> why its direct writes are safe.
 ALLOWED = {
-    ("convert", "write_model_files"): "its callers pass a directory that atomic_directory is building",
-    ("train", "write_model_dir"): "a changed model's model.pt; its callers pass a directory that atomic_directory "
+    ("checkpoints.files", "write_model_files"): "its callers pass a directory that atomic_directory is building",
+    ("training.loop", "write_model_dir"): "a changed model's model.pt; its callers pass a directory that atomic_directory "
                                   "is building",
-    ("shapes", "generate_shapes"): "dataset PNGs; the manifests, written last under a temporary name, mark the "
+    ("demo.shapes", "generate_shapes"): "dataset PNGs; the manifests, written last under a temporary name, mark the "
                                    "directory complete",
-    ("demo", "prepare_out_dir"): "a marker file in the directory it has just created",
+    ("demo.recipe", "prepare_out_dir"): "a marker file in the directory it has just created",
     ("atomic", "atomic_write"): "the primitive itself",
     ("atomic", "__exit__"): "atomic_directory's renames",
 }
@@ -224,7 +224,8 @@ def direct_writes() -> list[str]:
     """Write calls in git_scratch that are neither inside a function given to atomic_write, nor
     inside a `with atomic_directory(...)` block, nor ALLOWED."""
     found = []
-    for path in sorted((ROOT / "git_scratch").glob("*.py")):
+    for path in sorted((ROOT / "git_scratch").rglob("*.py")):
+        module = ".".join(path.relative_to(ROOT / "git_scratch").with_suffix("").parts)
         tree = ast.parse(path.read_text(encoding="utf-8"))
         atomic_names = {t.id for node in ast.walk(tree)
                         if isinstance(node, ast.Assign) and _is_call(node.value, "atomic_directory")
@@ -237,8 +238,8 @@ def direct_writes() -> list[str]:
                                                   or getattr(item.context_expr, "id", None) in atomic_names
                                                   for item in node.items):
                 safe = True  # writes into the temporary directory
-            if isinstance(node, ast.Call) and _writes(node) and not safe and (path.stem, function) not in ALLOWED:
-                found.append(f"{path.stem}.{function}: {ast.unparse(node)[:80]}")
+            if isinstance(node, ast.Call) and _writes(node) and not safe and (module, function) not in ALLOWED:
+                found.append(f"{module}.{function}: {ast.unparse(node)[:80]}")
             gives_writer = _is_call(node, "atomic_write")  # atomic_write(path, lambda tmp: ...)
             for child in ast.iter_child_nodes(node):
                 visit(child, function, safe or (gives_writer and isinstance(child, ast.Lambda)))

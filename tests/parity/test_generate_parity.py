@@ -43,7 +43,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def models(tmp_path_factory, kernels: str):  # built again for each kernel choice
     return eos_model(tmp_path_factory.mktemp("gen"))
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from git_scratch import GIT, git_loss
+from git_scratch import GIT, accel, git_loss
 from tests.conftest import hf_tiny, save_hf
 
 pytestmark = pytest.mark.parity
@@ -132,3 +132,8 @@ def test_other_resolution_interpolates_positions(size: tuple[int, int], tmp_path
     n_image = (size[0] // 8) * (size[1] // 8) + 1
     assert theirs.shape[1] == n_image + 5
     torch.testing.assert_close(logits, theirs[:, n_image:], atol=1e-5, rtol=0)
+
+
+def test_loaded_model_has_the_kernels_the_run_asks_for(kernels: str, tmp_path) -> None:
+    ours = GIT.from_pretrained(save_hf(hf_tiny(), tmp_path / "ck"))
+    assert accel.is_optimized(ours) == (kernels == "accel")

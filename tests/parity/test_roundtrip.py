@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from git_scratch import GIT, GitConfig
-from git_scratch.convert import config_to_hf
+from git_scratch.checkpoints.hub import config_to_hf
 from tests.conftest import hf_tiny, save_hf, tiny_config
 
 pytestmark = pytest.mark.parity

@@ -1,0 +1,300 @@
+"""GIT's tokenizer: BERT's uncased WordPiece, as a thin wrapper over the `tokenizers` library.
+
+Official checkpoints (microsoft/git-*) ship bert-base-uncased's tokenizer.json. A directory with
+only vocab.txt gets the pipeline transformers' BertTokenizer builds from it. A word-level
+tokenizer serves the synthetic demo, which needs no subwords.
+
+GIT's prompts, as in the VQA example of transformers/models/git/modeling_git.py:
+
+    captioning   [CLS]                    the model generates the caption, then [SEP]
+    question     [CLS] what is this ?     no [SEP]: the answer continues the question
+
+References: transformers/models/bert/tokenization_bert.py (the WordPiece pipeline and defaults).
+Letters: B batch, T text tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+from ..atomic import atomic_write_text
+
+# transformers' BERT defaults; tokenizer_config.json may rename any of them.
+DEFAULT_SPECIALS: dict[str, str] = {
+    "cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "unk_token": "[UNK]",
+}
+DEFAULT_MASK = "[MASK]"
+# The word-level specials and their ids; the words follow from id 4.
+WORD_LEVEL_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+
+
+class GitTokenizer:
+    """A `tokenizers.Tokenizer` plus GIT's special ids: bos [CLS], eos [SEP], pad [PAD], unk [UNK]."""
+
+    def __init__(self, backend: Tokenizer, *, cls_token: str = "[CLS]", sep_token: str = "[SEP]",
+                 pad_token: str = "[PAD]", unk_token: str = "[UNK]", mask_token: str | None = None,
+                 model_max_length: int | None = None, source: str = "tokenizer") -> None:
+        # Truncation and padding are ours to do (left padding in batch_prompts); a tokenizer.json
+        # that bakes them in would silently cut or pad every encode.
+        backend.no_truncation()
+        backend.no_padding()
+        self.special_tokens = {"cls_token": cls_token, "sep_token": sep_token, "pad_token": pad_token,
+                               "unk_token": unk_token}
+        if mask_token is not None:  # GIT never uses [MASK]; kept so save_pretrained writes it back
+            self.special_tokens["mask_token"] = mask_token
+        for role, token in self.special_tokens.items():
+            if backend.token_to_id(token) is None:
+                raise ValueError(f"{source}: {role} {token!r} is not in the vocabulary; "
+                                 f"name the right token as {role} in tokenizer_config.json")
+        # As in transformers: specials are skipped by decode(skip_special_tokens=True), and a
+        # literal "[SEP]" in the text maps to its id instead of being split into [ SEP ].
+        backend.add_special_tokens(list(self.special_tokens.values()))
+        self.backend = backend
+        self.bos_id: int = backend.token_to_id(cls_token)
+        self.eos_id: int = backend.token_to_id(sep_token)
+        self.pad_id: int = backend.token_to_id(pad_token)
+        self.unk_id: int = backend.token_to_id(unk_token)
+        self.model_max_length = model_max_length
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    # --- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> GitTokenizer:
+        """Load tokenizer.json from a checkpoint directory, or rebuild BERT's WordPiece from vocab.txt."""
+        directory = Path(path)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"{directory}: no such directory; pass a checkpoint directory "
+                                    "holding tokenizer.json or vocab.txt")
+        config_path = directory / "tokenizer_config.json"
+        config = _read_json_object(config_path) if config_path.is_file() else {}
+        specials = {role: _token_name(config.get(role)) or default for role, default in DEFAULT_SPECIALS.items()}
+        mask_token = _token_name(config.get("mask_token")) or DEFAULT_MASK
+        if (directory / "tokenizer.json").is_file():
+            backend = _read_tokenizer_json(directory / "tokenizer.json")
+        elif (directory / "vocab.txt").is_file():
+            backend = _bert_wordpiece(directory / "vocab.txt", config, specials)
+        else:
+            raise FileNotFoundError(f"{directory} has no tokenizer.json or vocab.txt; copy them from the original "
+                                    "checkpoint (e.g. microsoft/git-base) or build one with GitTokenizer.word_level")
+        if backend.token_to_id(mask_token) is None:
+            mask_token = None
+        max_length = config.get("model_max_length")
+        max_length = max_length if isinstance(max_length, int) and not isinstance(max_length, bool) else None
+        return cls(backend, **specials, mask_token=mask_token, model_max_length=max_length, source=str(directory))
+
+    @classmethod
+    def word_level(cls, words: Iterable[str]) -> GitTokenizer:
+        """Whole words, lowercased, split on whitespace and punctuation.
+
+        Ids: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3, then `words` in sorted order. Decoding joins words
+        with single spaces, so a sentence of vocabulary words comes back exactly.
+        """
+        if isinstance(words, (str, bytes)):
+            raise ValueError(f"word_level got one string {words[:40]!r}; pass a list of words, e.g. text.split()")
+        normalizer = normalizers.Lowercase()
+        pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+        unique = set(words)
+        for word in unique:
+            # A word the pipeline can never produce would be a vocabulary entry no text reaches.
+            pieces = pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(word)) if isinstance(word, str) else []
+            if [piece for piece, _ in pieces] != [word]:
+                raise ValueError(f"word_level: {word!r} is not a single lowercase word or punctuation mark; "
+                                 "split it on spaces and punctuation and lowercase it")
+        vocab = {token: i for i, token in enumerate(WORD_LEVEL_SPECIALS + sorted(unique))}
+        backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+        backend.normalizer = normalizer
+        backend.pre_tokenizer = pre_tokenizer
+        return cls(backend, source="word_level")
+
+    # --- encoding ----------------------------------------------------------------------------
+
+    def encode(self, text: str | bytes) -> list[int]:
+        """Token ids of `text` with no special tokens; "" gives []."""
+        return self.backend.encode(_as_text(text), add_special_tokens=False).ids
+
+    def prompt_ids(self, text: str | bytes | None = None) -> list[int]:
+        """GIT's prompt: [CLS] alone for captioning, [CLS] + question tokens (no [SEP]) for a question."""
+        return [self.bos_id] + (self.encode(text) if text is not None else [])
+
+    def batch_prompts(self, texts: Sequence[str | bytes | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded prompts: input_ids (B, T) long, attention_mask (B, T) long, 1 = token, 0 = padding.
+
+        Left padding puts every prompt's last token in the same column, so each decoding step
+        appends one column to all rows; the model must take positions from attention_mask.
+        """
+        if isinstance(texts, (str, bytes)) or not texts:
+            raise ValueError(f"batch_prompts needs a non-empty list with one prompt (or None) per image, "
+                             f"got {texts!r:.60}")
+        prompts = [self.prompt_ids(text) for text in texts]
+        width = max(len(ids) for ids in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)  # (B, T)
+        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)  # (B, T)
+        for row, ids in enumerate(prompts):
+            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids):] = 1
+        return input_ids, attention_mask
+
+    # --- decoding ----------------------------------------------------------------------------
+
+    def decode(self, ids: Sequence[int] | torch.Tensor, skip_special_tokens: bool = True) -> str:
+        return self.backend.decode(_id_list(ids), skip_special_tokens=skip_special_tokens)
+
+    def batch_decode(self, sequences: Sequence[Sequence[int]] | torch.Tensor,
+                     skip_special_tokens: bool = True) -> list[str]:
+        """One string per row of `sequences` (a list of id lists, or a (B, T) tensor)."""
+        rows = [_id_list(ids) for ids in sequences]
+        return self.backend.decode_batch(rows, skip_special_tokens=skip_special_tokens)
+
+    def decode_answer(self, ids: Sequence[int] | torch.Tensor, prompt_len: int) -> str:
+        """The generated text after the first `prompt_len` ids, up to the first [SEP], specials dropped.
+
+        For a row of a batch, `prompt_len` is the padded prompt width, input_ids.shape[1].
+        """
+        ids = _id_list(ids)
+        if not 0 <= prompt_len <= len(ids):
+            raise ValueError(f"decode_answer: prompt_len {prompt_len} is outside the {len(ids)} ids given; "
+                             "pass the prompt's length (input_ids.shape[1] for a batch)")
+        answer = ids[prompt_len:]
+        if self.eos_id in answer:
+            answer = answer[: answer.index(self.eos_id)]
+        return self.decode(answer).strip()
+
+    # --- saving ------------------------------------------------------------------------------
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write tokenizer.json and a tokenizer_config.json that transformers.AutoTokenizer loads."""
+        directory = Path(path)
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(directory / "tokenizer.json", self.backend.to_str(pretty=True))
+        config = json.dumps(self._transformers_config(), indent=2) + "\n"
+        atomic_write_text(directory / "tokenizer_config.json", config)
+
+    def _transformers_config(self) -> dict[str, Any]:
+        normalizer = self.backend.normalizer
+        config: dict[str, Any] = {
+            "do_lower_case": normalizer is not None and normalizer.normalize_str("A") == "a",
+            **self.special_tokens,
+        }
+        if self.model_max_length is not None:
+            config["model_max_length"] = self.model_max_length
+        if _is_bert(self.backend):
+            # transformers' BertTokenizer rebuilds the pipeline from these flags, so they must
+            # describe the normaliser in tokenizer.json exactly.
+            config.update(tokenizer_class="BertTokenizer", strip_accents=normalizer.strip_accents,
+                          tokenize_chinese_chars=normalizer.handle_chinese_chars)
+        else:
+            # Any other pipeline (word_level) would be rebuilt wrongly as WordPiece; this class
+            # loads tokenizer.json as it is.
+            config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        return config
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _is_bert(backend: Tokenizer) -> bool:
+    return (isinstance(backend.model, models.WordPiece)
+            and isinstance(backend.normalizer, normalizers.BertNormalizer)
+            and isinstance(backend.pre_tokenizer, pre_tokenizers.BertPreTokenizer))
+
+
+def _bert_wordpiece(vocab_path: Path, config: dict[str, Any], specials: dict[str, str]) -> Tokenizer:
+    """The pipeline of transformers' BertTokenizer, with its defaults for flags the config omits."""
+    vocab = _read_vocab(vocab_path)
+    backend = Tokenizer(models.WordPiece(vocab, unk_token=specials["unk_token"], max_input_chars_per_word=100))
+    backend.normalizer = normalizers.BertNormalizer(
+        clean_text=True,
+        handle_chinese_chars=config.get("tokenize_chinese_chars", True),
+        strip_accents=config.get("strip_accents"),  # None: strip exactly when lowercasing
+        lowercase=config.get("do_lower_case", True),
+    )
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece(prefix="##")
+    cls_token, sep_token = specials["cls_token"], specials["sep_token"]
+    if cls_token in vocab and sep_token in vocab:  # else GitTokenizer reports the missing token
+        # Unused by GIT's prompts; it makes a saved tokenizer.json add specials like the official one.
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"{cls_token}:0 $A:0 {sep_token}:0",
+            pair=f"{cls_token}:0 $A:0 {sep_token}:0 $B:1 {sep_token}:1",
+            special_tokens=[(cls_token, vocab[cls_token]), (sep_token, vocab[sep_token])],
+        )
+    return backend
+
+
+def _read_vocab(path: Path) -> dict[str, int]:
+    # As transformers' load_vocab: one token per line, id = line number, a repeated token keeps its last id.
+    try:
+        with open(path, encoding="utf-8") as f:
+            return {line.rstrip("\n"): i for i, line in enumerate(f)}
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 ({e.reason} at byte {e.start}); "
+                         "restore it from the original checkpoint") from None
+
+
+def _read_tokenizer_json(path: Path) -> Tokenizer:
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises a bare Exception for every kind of bad file
+        raise ValueError(f"{path} is not a valid tokenizer.json ({_first_line(e)}); "
+                         "restore it from the original checkpoint or delete it to fall back to vocab.txt") from None
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"{path} is not valid JSON ({_first_line(e)}); "
+                         "restore it from the original checkpoint") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a JSON object; restore it from the original checkpoint")
+    return data
+
+
+def _token_name(value: Any) -> str | None:
+    """A special token as tokenizer_config.json writes it: a string, or an AddedToken dict with "content"."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) and value else None
+
+
+def _as_text(text: str | bytes) -> str:
+    if isinstance(text, bytes):
+        try:
+            return text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"text is not UTF-8 ({e.reason} at byte {e.start}); "
+                             "decode it with its real encoding first") from None
+    if not isinstance(text, str):
+        raise ValueError(f"text must be a str, got {type(text).__name__}; pass '' for no text")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate, e.g. from errors="surrogateescape"
+        raise ValueError(f"text has a character that is not valid UTF-8 at index {e.start}; "
+                         "decode the source with its real encoding first") from None
+    return text
+
+
+def _id_list(ids: Sequence[int] | torch.Tensor) -> list[int]:
+    if isinstance(ids, torch.Tensor):
+        if ids.dim() != 1:
+            raise ValueError(f"expected a 1-D tensor of token ids, got shape {tuple(ids.shape)}; "
+                             "use batch_decode for a batch")
+        ids = ids.tolist()
+    ids = [int(i) for i in ids]
+    if ids and min(ids) < 0:
+        raise ValueError(f"token id {min(ids)} is negative; mask out ignore-index labels (-100) before decoding")
+    return ids
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -1,0 +1,6 @@
+"""Decoding over the model: the image prefix once, then greedy, sampling or beam search.
+
+    prefix.py     image keys/values computed once, the cache, prefill and one decoding step
+    search.py     generate (greedy, sampling, beam search), answer, logits processors
+    constrain.py  classification by generation inside a trie of allowed answers
+"""
