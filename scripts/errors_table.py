@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = ROOT / "git_scratch"
+PACKAGE = ROOT / "src" / "git_scratch"
 DOC = ROOT / "docs" / "errors.md"
 BEGIN, END = "<!-- errors-table:begin -->", "<!-- errors-table:end -->"
 ERROR_TYPES = ("ValueError", "FileNotFoundError", "FileExistsError")

@@ -11,7 +11,7 @@ from pathlib import Path
 import git_scratch
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = ROOT / "git_scratch"
+PACKAGE = ROOT / "src" / "git_scratch"
 
 # A room may import from its own room and from rooms of a lower rank, never from a higher one.
 # The package's __init__ (the public API) sits above the library and below the two apps.
@@ -33,7 +33,7 @@ COMMANDS = ["caption", "vqa", "convert", "info", "demo", "train", "eval", "mask"
 
 def module_name(path: Path) -> str:
     """git_scratch/model/git.py -> git_scratch.model.git; a package's __init__ is the package."""
-    parts = path.relative_to(ROOT).with_suffix("").parts
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -76,6 +76,7 @@ def test_the_rooms_exist() -> None:
     rooms = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
     assert rooms == {r for r in RANKS if r not in ("atomic", "config", "__init__")}
     assert {p.name for p in PACKAGE.glob("*.py")} == {"__init__.py", "atomic.py", "config.py"}
+    assert not (ROOT / "git_scratch").exists()  # src layout: see test_a_folder_named_git_scratch_hides_nothing
 
 
 def test_model_imports_nothing_above_it() -> None:
@@ -175,7 +176,7 @@ def test_architecture_doc_opens_with_the_tree_and_names_real_files() -> None:
     named = set(re.findall(r"git_scratch/[\w/]+\.py", doc))
     named |= {f"git_scratch/{r}/{f}" for r, files in re.findall(r"^  (\w+)/ +(.*)$", tree, re.MULTILINE)
               for f in re.findall(r"[\w]+\.py", files)}
-    missing = sorted(p for p in named if not (ROOT / p).is_file())
+    missing = sorted(p for p in named if not (PACKAGE.parent / p).is_file())
     assert named and missing == []
-    every_module = {str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
+    every_module = {str(p.relative_to(PACKAGE.parent)) for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
     assert every_module - named == set(), "the module map leaves files out"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from git_scratch import GIT
-from git_scratch.generation.search import decode_step, encode_prefix, prefill
+from git_scratch.generation.prefix import decode_step, encode_prefix, prefill
 from tests.conftest import tiny_config
 
 

@@ -35,8 +35,8 @@ def test_only_user_error_types_are_raised() -> None:
     """A new `raise TypeError(...)` (or RuntimeError, or assert-as-validation) would reach a CLI
     user as a traceback: the package raises only the three types main() prints as one line."""
     others = []
-    for path in sorted((ROOT / "git_scratch").rglob("*.py")):
-        module = ".".join(path.relative_to(ROOT / "git_scratch").with_suffix("").parts)
+    for path in sorted((ROOT / "src" / "git_scratch").rglob("*.py")):
+        module = ".".join(path.relative_to(ROOT / "src" / "git_scratch").with_suffix("").parts)
 
         def visit(node: ast.AST, function: str) -> None:
             if isinstance(node, ast.FunctionDef):

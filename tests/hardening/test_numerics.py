@@ -22,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from git_scratch import GIT
-from git_scratch.generation.search import decode_step, encode_prefix, prefill
+from git_scratch.generation.prefix import decode_step, encode_prefix, prefill
 from git_scratch.model.mask import git_attention_mask
 from tests.conftest import tiny_config
 from tests.hardening.support import CASES, fuzz

@@ -224,8 +224,8 @@ def direct_writes() -> list[str]:
     """Write calls in git_scratch that are neither inside a function given to atomic_write, nor
     inside a `with atomic_directory(...)` block, nor ALLOWED."""
     found = []
-    for path in sorted((ROOT / "git_scratch").rglob("*.py")):
-        module = ".".join(path.relative_to(ROOT / "git_scratch").with_suffix("").parts)
+    for path in sorted((ROOT / "src" / "git_scratch").rglob("*.py")):
+        module = ".".join(path.relative_to(ROOT / "src" / "git_scratch").with_suffix("").parts)
         tree = ast.parse(path.read_text(encoding="utf-8"))
         atomic_names = {t.id for node in ast.walk(tree)
                         if isinstance(node, ast.Assign) and _is_call(node.value, "atomic_directory")

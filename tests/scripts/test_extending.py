@@ -20,7 +20,7 @@ from torch import nn
 from git_scratch import GIT
 from git_scratch.data.processor import ImageProcessor
 from git_scratch.data.tokenizer import GitTokenizer
-from git_scratch.generation.search import decode_step, encode_prefix, prefill
+from git_scratch.generation.prefix import decode_step, encode_prefix, prefill
 from git_scratch.training.loop import TrainConfig, train
 from tests.conftest import tiny_config
 

@@ -27,7 +27,6 @@ import torch
 
 from ..model.decoder import KVCache
 from ..model.git import GIT, text_positions
-from ..model.mask import git_attention_mask
 
 
 @dataclass(frozen=True)
@@ -57,9 +56,13 @@ def encode_prefix(model: GIT, pixel_values: torch.Tensor) -> ImagePrefix:
     caches = model.new_caches(batch, n_image)
     slots = torch.arange(n_image, device=image_embeds.device)
     positions = torch.zeros(batch, n_image, dtype=torch.long, device=image_embeds.device)  # as in GIT.forward
+    # The image block of the model's mask: GIT's is all True (image tokens see every image token),
+    # which runs as no mask at all, SDPA's fastest path.
+    image_mask = model.attention_mask(n_image, image_embeds.new_zeros(batch, 0, dtype=torch.bool))  # (B, 1, N, N)
+    image_mask = None if bool(image_mask.all()) else image_mask
     x = image_embeds
     for block, cache in zip(model.blocks[:-1], caches):
-        x = block(x, None, cache, slots, positions)  # no mask: image tokens see all images and nothing else
+        x = block(x, image_mask, cache, slots, positions)
     # Text reads only the keys and values of the image tokens, so in the last layer their
     # query, attention and MLP would be thrown away: skip them (14% of the decoder's FLOPs over
     # the image tokens; measured 5% of the git-base prefix, ViT included, docs/performance.md).
@@ -79,7 +82,7 @@ def prefill(model: GIT, prefix: ImagePrefix, image_index: torch.Tensor, input_id
     for cache, k, v in zip(caches, prefix.keys, prefix.values):
         cache.k[:, :, :n_image] = k[image_index]  # a copy per row; the image is never re-encoded
         cache.v[:, :, :n_image] = v[image_index]
-    state = DecodeState(caches, git_attention_mask(n_image, text_mask), text_positions(text_mask), n_image)
+    state = DecodeState(caches, model.attention_mask(n_image, text_mask), text_positions(text_mask), n_image)
     return state, decode_step(model, state, input_ids, 0)
 
 

@@ -117,7 +117,7 @@ class GIT(nn.Module):
         positions = text_positions(text_mask, segment_ids)  # (B, T)
         text_embeds = self.embed(input_ids, positions)  # (B, T, D)
         x = torch.cat([image_embeds, text_embeds], dim=1)  # (B, N + T, D)
-        mask = git_attention_mask(n_image, text_mask, segment_ids)  # (B, 1, N + T, N + T)
+        mask = self.attention_mask(n_image, text_mask, segment_ids)  # (B, 1, N + T, N + T)
         positions = F.pad(positions, (n_image, 0))  # (B, N + T): image tokens at 0, for the blocks
         for block in self.blocks:
             if self.grad_checkpointing and self.training:
@@ -125,6 +125,14 @@ class GIT(nn.Module):
             else:
                 x = block(x, mask, positions=positions)
         return self.lm_head(self.final_norm(x[:, n_image:]))  # (B, T, V)
+
+    def attention_mask(self, n_image: int, text_mask: torch.Tensor,
+                       segment_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The mask over `[image ; text]`, (B, 1, N + T, N + T), True where a query may attend:
+        GIT's, from mask.py. The one place that decides who sees whom: the forward pass, generation,
+        the attention maps and the mask picture all ask the model, so a variant with another mask
+        overrides this method and nothing else. Generation relies on image rows never seeing text."""
+        return git_attention_mask(n_image, text_mask, segment_ids)
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Trade compute for memory in training: activations of each block are recomputed."""

@@ -19,7 +19,7 @@ from typing import Any
 
 from .atomic import atomic_write_text
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"  # the repository's configs/, beside src/
 # The activations a config may name, by their HF names; model/activations.py builds each one.
 ACTIVATION_NAMES = ("gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "quick_gelu", "relu", "silu", "swish")
 

@@ -38,7 +38,7 @@ from git_scratch import (
 
 from .shapes import ShapesConfig, generate_shapes, vocabulary
 
-TRAIN_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "train" / "shapes-demo.json"
+TRAIN_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "train" / "shapes-demo.json"
 MARKER = ".git_scratch_demo"  # marks a directory the demo made, so a re-run may replace it
 
 
