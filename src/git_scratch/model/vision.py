@@ -16,6 +16,7 @@ Letters: B batch, F frames, D vision width, n tokens per frame (grid_h * grid_w 
 from __future__ import annotations
 
 from functools import partial
+from importlib import metadata
 
 import open_clip
 import torch
@@ -127,9 +128,16 @@ def check_tower(vit: nn.Module) -> None:
         if not (isinstance(attn, nn.MultiheadAttention) and attn.batch_first and attn.in_proj_weight is not None):
             missing.append(f"transformer.resblocks.{i}.attn as a batch-first nn.MultiheadAttention with in_proj_weight")
     if missing:
-        raise ValueError(f"open_clip_torch {getattr(open_clip, '__version__', '?')} builds its VisionTransformer "
+        raise ValueError(f"open_clip_torch {_installed('open_clip_torch')} builds its VisionTransformer "
                          f"without {missing[0]}, which git_scratch uses; install a release it is tested with: "
                          "pip install 'open_clip_torch>=2.26.1,<4'")
+
+
+def _installed(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:  # run from a source tree
+        return "(version unknown)"
 
 
 def _has(obj: object, dotted: str) -> bool:
