@@ -163,3 +163,20 @@ def test_torch_func_per_sample_gradients(monkeypatch: pytest.MonkeyPatch) -> Non
         ours, reference = transform(through_linear)(params, x), transform(through_nn)(params, x)
         for name in params:
             torch.testing.assert_close(ours[name], reference[name], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("optimized", [False, True])
+def test_hooks_on_every_mlp_fire(optimized: bool) -> None:
+    """The model calls its layers as layer(x): a hook on the tower's or the decoder's MLP sees
+    every call, with accel's kernels and without (the tower's did not when a kernel switch ran
+    the MLP's parts inside the model's code)."""
+    model = GIT(tiny_config()).eval()
+    if optimized:
+        accel.optimize(model)
+    mlps = [*(block.mlp for block in model.vision.vit.transformer.resblocks), *(block.mlp for block in model.blocks)]
+    seen = []
+    for mlp in mlps:
+        mlp.register_forward_hook(lambda module, *_: seen.append(module))
+    with torch.no_grad():
+        model(torch.randn(1, 3, 32, 32), torch.tensor([[1, 5, 6]]))
+    assert seen == mlps
