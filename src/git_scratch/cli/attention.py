@@ -9,7 +9,7 @@ import torch
 
 from ..data.processor import ImageProcessor, sniff_media
 from ..tools.attention import attention_maps
-from ..tools.pictures import draw_attention
+from ..tools.pictures import SCALES, check_output, draw_attention
 from .common import add_model_args, check_prompt_length, load_pipeline, load_pixels, positive_int, question_ids
 
 
@@ -21,7 +21,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer", help="decoder layer N (from 0; default: the last), or all (one row each)")
     parser.add_argument("--rollout", action="store_true", help="attention rolled out across all decoder layers")
     parser.add_argument("--max-new-tokens", type=positive_int, default=20, help="longest answer (default 20)")
-    parser.add_argument("--out", "-o", default="attention.png", help="PNG to write (default: attention.png)")
+    parser.add_argument("--scale", choices=SCALES, default="shared",
+                        help="shared (default): one colour scale for all panels, so they compare; panel: each "
+                             "panel scaled to its own maximum")
+    parser.add_argument("--out", "-o", default="attention.png",
+                        help="picture to write, .png, .pdf or .svg (default: attention.png)")
     parser.add_argument("--force", action="store_true", help="overwrite --out")
 
 
@@ -31,12 +35,12 @@ def run(args: argparse.Namespace) -> int:
     One panel per generated token, titled with the token and the share of its attention that
     falls on the image patches: the attention of the step that chose it, averaged over heads,
     for one decoder layer (--layer N), each layer (--layer all) or rolled out across layers
-    (--rollout; the definition is in tools/attention.py). Prints the PNG's path and the answer.
+    (--rollout; the definition is in tools/attention.py). All panels share one colour scale, shown
+    by a colour bar, unless --scale panel. Prints the picture's path and the answer.
     """
 
     out = Path(args.out)
-    if out.exists() and not args.force:
-        raise FileExistsError(f"{out} already exists; pass --force to overwrite it")
+    check_output(out, args.force)  # before loading the model
     if args.rollout and args.layer is not None:
         raise ValueError("--rollout combines every layer; drop --layer, or drop --rollout to see one layer")
     if sniff_media(args.image) != "image":
@@ -53,12 +57,13 @@ def run(args: argparse.Namespace) -> int:
     words = [tokenizer.decode([token], skip_special_tokens=False) for token in result.tokens]
     titles = [[f"{word}\n{share:.0%} on image" for word, share in zip(words, row)]
               for row in result.image_share.tolist()]
-    answer = tokenizer.decode_answer(prompt + result.tokens, len(prompt))
+    answer = tokenizer.decode_answer(result.tokens)
     what = "rollout across all layers" if args.rollout else "attention averaged over heads"
     heading = (f"{Path(args.image).name}: {args.text + ' → ' if args.text else ''}{answer}\n"
-               f"{what}, the step that chose each token; each panel scaled to its maximum")
+               f"{what}, the step that chose each token")
+    value = "rollout weight on the patch" if args.rollout else "attention weight on the patch"
     draw_attention(out, displayable(pixel_values[0].cpu(), pipe.processor), result.maps.cpu(), titles, result.rows,
-                   heading=heading, force=args.force)
+                   heading=heading, scale=args.scale, value=value, force=args.force)
     print(f"{out}\t{answer}")
     return 0
 
