@@ -181,7 +181,8 @@ def theirs_vqa_calls(hf: Any, x: Inputs) -> list[torch.Tensor]:
 
 def theirs_vqa_batched(hf: Any, x: Inputs) -> torch.Tensor:
     ids, mask = left_pad(x.questions, hf.config.pad_token_id, x.pixel_values.device)
-    return hf.generate(pixel_values=x.pixel_values[:1], input_ids=ids, attention_mask=mask, max_new_tokens=5)
+    out = hf.generate(pixel_values=x.pixel_values[:1], input_ids=ids, attention_mask=mask, max_new_tokens=5)
+    return out[:, ids.shape[1]:]  # the new tokens alone, as our answer() returns them (greedy: pad after EOS)
 
 
 def ours_caption(images: int, new: int, beams: int = 1) -> Callable[[GIT, Inputs], torch.Tensor]:

@@ -90,7 +90,7 @@ def expected_caption(ckpt: Path, file: Path, max_new_tokens: int = 6) -> str:
     else:
         pixel_values = processor([load_image(file)])
     ids = model.generate(pixel_values, max_new_tokens=max_new_tokens)
-    return tokenizer.decode_answer(ids[0], 1)
+    return tokenizer.decode_answer(ids[0], tokenizer.prompt_ids())
 
 
 def error_lines(err: str) -> list[str]:
@@ -174,7 +174,7 @@ def test_vqa_encodes_the_image_once(files: dict[str, Path], monkeypatch, capsys)
     pixel_values = ImageProcessor.from_pretrained(ckpt)([load_image(files["a.jpg"])])
     for record, question in zip(records, questions, strict=True):
         ids = model.generate(pixel_values, torch.tensor([tokenizer.prompt_ids(question)]), max_new_tokens=6)
-        answer = tokenizer.decode_answer(ids[0], len(tokenizer.prompt_ids(question)))
+        answer = tokenizer.decode_answer(ids[0], tokenizer.prompt_ids(question))
         assert record == {"file": str(files["a.jpg"]), "question": question, "answer": answer}
 
 

@@ -124,12 +124,38 @@ def test_prompt_is_cls_then_question_without_sep(tok, reference):
 
 
 def test_decode_matches_transformers(tok, reference):
+    """Equal to transformers, except that skip_special_tokens keeps [UNK] (transformers drops it):
+    our text is transformers' for the ids with [CLS], [SEP] and [PAD] taken out by hand."""
     sequences = [[tok.pad_id, tok.bos_id] + tok.encode(t) + [tok.eos_id] for t in TEXTS]
+    theirs = {False: [reference.decode(ids, skip_special_tokens=False) for ids in sequences],
+              True: [reference.decode([i for i in ids if i not in (tok.pad_id, tok.bos_id, tok.eos_id)],
+                                      skip_special_tokens=False) for ids in sequences]}
     for skip in (True, False):
-        ours = [tok.decode(ids, skip_special_tokens=skip) for ids in sequences]
-        theirs = [reference.decode(ids, skip_special_tokens=skip) for ids in sequences]
-        assert ours == theirs
-        assert tok.batch_decode(sequences, skip_special_tokens=skip) == theirs
+        assert [tok.decode(ids, skip_special_tokens=skip) for ids in sequences] == theirs[skip]
+        assert tok.batch_decode(sequences, skip_special_tokens=skip) == theirs[skip]
+    with_unk = [ids for ids in sequences if tok.unk_id in ids]
+    assert with_unk and all("[UNK]" in tok.decode(ids) for ids in with_unk)
+    assert not any("[UNK]" in reference.decode(ids, skip_special_tokens=True) for ids in with_unk)
+
+
+def test_call_matches_transformers(tok, reference):
+    """tokenizer(text) as transformers' tokenizer, less token_type_ids (GIT has no token types);
+    test_git_processor.py covers padding, truncation and return_tensors."""
+    bad = mismatches(lambda t: tok(t).input_ids, lambda t: reference(t).input_ids, TEXTS)
+    assert not bad, "\n".join(bad[:5])
+    batch = tok(TEXTS[:20], padding=True, return_tensors="pt")
+    expected = reference(TEXTS[:20], padding=True, return_tensors="pt")
+    assert list(batch) == ["input_ids", "attention_mask"]
+    assert torch.equal(batch.input_ids, expected.input_ids)
+    assert torch.equal(batch.attention_mask, expected.attention_mask)
+    for kwargs, needle in [({"padding": "max_length"}, "pass max_length=N"), ({"padding": "yes"}, "padding = 'yes'"),
+                           ({"truncation": True, "max_length": 1}, "leaves no room"),
+                           ({"max_length": 0}, "max_length = 0"), ({"padding_side": "top"}, "padding_side = 'top'")]:
+        with pytest.raises(ValueError, match=needle):
+            tok("a cat", **kwargs)
+    for text in (None, 3, [], ["a", None]):
+        message = one_line_error(ValueError, tok, text)
+        assert "text" in message
 
 
 FALLBACK_CONFIGS = {
@@ -249,14 +275,37 @@ def test_batch_prompts_pad_on_the_left(words):
     ]))
 
 
-def test_decode_answer_drops_prompt_and_stops_at_sep(words):
-    input_ids, _ = words.batch_prompts(["what color is the square?", "a"])
+def test_decode_answer_cuts_after_the_prompt_of_a_left_padded_row(words):
+    questions = ["what color is the square?", "a"]
+    input_ids, _ = words.batch_prompts(questions)  # row 1 is [PAD] x 5, [CLS] a
     generated = torch.cat([input_ids, torch.tensor([[6, 3, 0], [13, 7, 3]])], dim=1)  # model output
-    prompt_len = input_ids.shape[1]
-    assert [words.decode_answer(row, prompt_len) for row in generated] == ["blue", "red circle"]
-    assert words.decode_answer([2, 3, 13], prompt_len=1) == ""
-    with pytest.raises(ValueError, match="prompt_len"):
-        words.decode_answer([2, 5], prompt_len=3)
+    # The prompt as the question's own ids, or as the padded row of input_ids: the same cut.
+    assert [words.decode_answer(row, words.prompt_ids(q)) for row, q in zip(generated, questions)] == [
+        "blue", "red circle"]
+    assert [words.decode_answer(row, prompt) for row, prompt in zip(generated, input_ids)] == ["blue", "red circle"]
+    # Generated ids alone (what answer() returns) need no prompt.
+    assert words.decode_answer(generated[1, input_ids.shape[1]:]) == "red circle"
+    assert words.decode_answer([3, 13]) == ""
+    # A length cannot say where a left-padded row's prompt ends: the old prompt_len=len(question)
+    # cut inside the padding here. Refused, as is a prompt the row does not start with.
+    with pytest.raises(ValueError, match="is a length") as e:
+        words.decode_answer(generated[1], len(words.prompt_ids("a")))
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="does not start with its prompt"):
+        words.decode_answer(generated[1], words.prompt_ids("what color is the square?"))
+    with pytest.raises(ValueError, match="no token but padding"):
+        words.decode_answer(generated[1], [words.pad_id, words.pad_id])
+
+
+def test_unknown_text_stays_visible(words):
+    """[UNK] survives skip_special_tokens, and an id past the tokenizer's vocabulary (a model
+    with a larger one can generate it) is shown, not skipped as tokenizers would."""
+    assert words.decode([2, 5, words.unk_id, 13, 3, 0]) == "a [UNK] red"
+    assert words.decode_answer([5, words.unk_id, 3, 0]) == "a [UNK]"
+    assert words.backend.decode([5, 500, 13]) == "a red"  # the backend alone drops it silently
+    assert words.decode([5, 500, 13]) == "a [UNK id 500] red"
+    assert words.decode([500]) == "[UNK id 500]" and words.decode([2**40]) == f"[UNK id {2**40}]"
+    assert words.batch_decode(torch.tensor([[5, 500], [13, 3]])) == ["a [UNK id 500]", "red"]
 
 
 def test_text_input_rules(words):

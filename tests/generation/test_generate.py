@@ -7,6 +7,7 @@ import torch
 
 from git_scratch import GIT
 from git_scratch.generation.prefix import decode_step, encode_prefix, prefill
+from git_scratch.generation.search import pad_after_eos
 from tests.conftest import tiny_config
 
 
@@ -55,12 +56,50 @@ def test_answer_shares_the_image_and_matches_single_calls(model: GIT) -> None:
     calls = count_vision_calls(model)
     batched = model.answer(pixel_values, questions, max_new_tokens=6)
     assert calls[0] == 1
-    longest = max(map(len, questions))
+    # The generated ids alone, left-aligned: column 0 is each answer's first token.
     for row, q in enumerate(questions):
         alone = model.generate(pixel_values, torch.tensor([q]), max_new_tokens=6)
-        assert torch.equal(alone[0, len(q):], batched[row, longest:longest + alone.shape[1] - len(q)])
+        assert torch.equal(alone[0, len(q):], batched[row, :alone.shape[1] - len(q)])
     beams = model.answer(pixel_values, questions, max_new_tokens=4, num_beams=3)
     assert beams.shape[0] == len(questions)
+
+
+def test_answer_asks_every_question_about_every_image() -> None:
+    """B images, Q questions: row b * Q + q is question q about image b, each image encoded once,
+    and equal to asking that question about that image alone."""
+    torch.manual_seed(0)
+    model = GIT.from_config(tiny_config(init_std=0.5)).eval()
+    pixel_values = torch.randn(3, 3, 32, 32)
+    questions = [[1, 5, 6, 7], [1, 8], [1]]
+    calls = count_vision_calls(model)
+    ids = model.answer(pixel_values, questions, max_new_tokens=5)
+    assert calls[0] == 1 and ids.shape[0] == 3 * 3
+    for b in range(3):
+        for q, question in enumerate(questions):
+            alone = model.answer(pixel_values[b:b + 1], [question], max_new_tokens=5)[0]
+            assert torch.equal(ids[b * 3 + q, :len(alone)], alone)
+            assert (ids[b * 3 + q, len(alone):] == model.cfg.pad_id).all()
+    assert len({tuple(row.tolist()) for row in ids}) > 3  # different images and questions, different answers
+
+
+def test_answer_rows_are_padded_after_their_first_eos() -> None:
+    """Greedy pads finished rows with pad, beam search with EOS; answer() gives one convention:
+    the first EOS kept, pad_id after it, whatever the search."""
+    torch.manual_seed(0)
+    model = GIT.from_config(tiny_config(init_std=0.5)).eval()
+    cfg = model.cfg
+    with torch.no_grad():
+        model.lm_head.bias[cfg.eos_id] += 3.0  # early EOS in some rows, not all
+    pixel_values = torch.randn(4, 3, 32, 32)
+    for kwargs in ({}, {"num_beams": 3}):
+        ids = model.answer(pixel_values, [[1, 5], [1]], max_new_tokens=8, **kwargs).tolist()
+        ended_early = [row for row in ids if cfg.eos_id in row[:-1]]
+        assert ended_early, kwargs  # some answer ended before the longest one: there is padding to check
+        for row in ended_early:
+            assert set(row[row.index(cfg.eos_id) + 1:]) == {cfg.pad_id}, (kwargs, row)
+    eos, pad = cfg.eos_id, cfg.pad_id
+    raw = torch.tensor([[5, eos, eos, eos], [eos, 7, 7, 7], [5, 6, 7, 8]])  # beam fill, junk after EOS, no EOS
+    assert pad_after_eos(raw, eos, pad).tolist() == [[5, eos, pad, pad], [eos, pad, pad, pad], [5, 6, 7, 8]]
 
 
 def test_sampling_is_seeded_and_top_k_one_is_greedy(model: GIT) -> None:
@@ -122,3 +161,26 @@ def test_generation_errors_are_one_line(model: GIT) -> None:
         model.generate(pixel_values, num_beams=2, num_return_sequences=3)
     with pytest.raises(ValueError, match="5-D"):
         model.generate(torch.randn(1, 2, 3, 32, 32))
+
+
+def test_answer_and_pixel_value_mistakes_are_one_line(model: GIT) -> None:
+    pixel_values = torch.randn(1, 3, 32, 32)
+    assert torch.equal(model.answer(pixel_values, [torch.tensor([1, 5])], max_new_tokens=3),
+                       model.answer(pixel_values, [[1, 5]], max_new_tokens=3))  # a tensor row is its ids
+    cases = [
+        ((pixel_values, [1, 5, 6]), "questions is one prompt [1, 5, 6]; pass a list of prompts"),
+        ((pixel_values, []), "needs at least one question"),
+        ((pixel_values, [[1, 5], []]), "needs at least one question"),
+        ((pixel_values, torch.ones(2, 3, dtype=torch.long)), "needs at least one question"),
+        (((pixel_values * 255).clamp(0, 255).to(torch.uint8), [[1]]),
+         "pixel_values is uint8 (raw pixels); pass them through ImageProcessor, which rescales and normalises them"),
+        (({"pixel_values": pixel_values}, [[1]]), "pixel_values is a dict, not a tensor; pass inputs['pixel_values']"),
+    ]
+    for args, needle in cases:
+        with pytest.raises(ValueError) as error:
+            model.answer(*args)
+        assert needle in str(error.value) and "\n" not in str(error.value), str(error.value)
+    raw = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
+    for call in (lambda: model(raw, torch.ones(1, 2, dtype=torch.long)), lambda: model.generate(raw)):
+        with pytest.raises(ValueError, match=r"pixel_values is uint8 \(raw pixels\)"):
+            call()

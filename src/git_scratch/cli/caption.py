@@ -15,6 +15,7 @@ from .common import (
     add_generation_args,
     add_model_args,
     check_prompt_length,
+    empty_output_note,
     load_pipeline,
     load_pixels,
     one_line,
@@ -38,8 +39,10 @@ def run(args: argparse.Namespace) -> int:
 
     A file that cannot be read (missing, not an image or video, corrupt, a video given to an
     image model) is reported on stderr and the others are still captioned; the exit code is
-    then 1. A video model given an image captions it as a single image (4-D pixel_values), as
-    GIT itself allows: no temporal embedding is added.
+    then 1. An empty caption is printed as it is, with a note on stderr saying the model
+    generated no words (e.g. its first token was [SEP]). A video model given an image
+    captions it as a single image (4-D pixel_values), as GIT itself allows: no temporal
+    embedding is added.
     """
     results: dict[int, str | Exception] = {}  # file index -> caption, or why it has none
     kinds: dict[int, str] = {}
@@ -67,8 +70,11 @@ def run(args: argparse.Namespace) -> int:
             if pixels:
                 ids = pipe.model.generate(torch.cat(list(pixels.values())), max_new_tokens=args.max_new_tokens,
                                           num_beams=args.num_beams)
-                # generate's default prompt is [CLS] alone: one token before the caption.
-                results.update(zip(pixels, (pipe.tokenizer.decode_answer(row, 1) for row in ids)))
+                generated = ids[:, 1:]  # generate's default prompt is [CLS] alone, one column for every row
+                for i, row in zip(pixels, generated):
+                    results[i] = pipe.tokenizer.decode_answer(row)
+                    if not results[i]:
+                        printer.notes[i] = empty_output_note(args.files[i], "caption", row, pipe.tokenizer)
             bar.update(len(unit))
             printer.flush(results)
     return 1 if any(isinstance(r, Exception) for r in results.values()) else 0
@@ -85,10 +91,12 @@ def work_units(kinds: dict[int, str], batch_size: int) -> list[list[int]]:
 
 class InOrder:
     """Prints each file's result as soon as every earlier file has one: captions on stdout,
-    errors on stderr. tqdm.write keeps a progress bar on the terminal intact."""
+    errors and `notes` (why a caption is empty) on stderr. tqdm.write keeps a progress bar on
+    the terminal intact."""
 
     def __init__(self, files: list[str], as_json: bool) -> None:
         self.files, self.as_json = files, as_json
+        self.notes: dict[int, str] = {}  # file index -> a line for stderr beside its caption
         self.next = 0
 
     def flush(self, results: dict[int, str | Exception]) -> None:
@@ -100,6 +108,8 @@ class InOrder:
                 tqdm.write(json.dumps({"file": path, "caption": result}, ensure_ascii=False), file=sys.stdout)
             else:
                 tqdm.write(f"{path}\t{result}", file=sys.stdout)
+            if self.next in self.notes:
+                tqdm.write(self.notes[self.next], file=sys.stderr)
             self.next += 1
 
 

@@ -2,7 +2,8 @@
 
 MODEL is a checkpoint directory in the official layout (config.json, weights, tokenizer and
 preprocessor files), or a hub id such as microsoft/git-base-coco when huggingface_hub can find
-it in its cache or download it.
+it in its cache or download it. A variant directory (variant.json: a changed model and the
+builder that rebuilds it, checkpoints/variant.py) loads through the same `GIT.from_pretrained`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import logging
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,21 +27,19 @@ from ..model.git import GIT
 
 log = logging.getLogger(__name__)
 
-
 # fp32 is the parity reference (tests/parity/); bf16 and fp16 halve the memory and can change
 # a word here and there, because greedy and beam search follow argmaxes that rounding can flip.
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # owner/name as the hub spells repository ids; a relative path of that shape that exists wins.
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-
-
 HUB_FILES = ["*.json", "vocab.txt", "*.safetensors"]
 
 
 @dataclass(frozen=True)
 class Pipeline:
     """A loaded checkpoint: the model and what turns files and text into its inputs."""
+
     name: str
     model: GIT
     tokenizer: GitTokenizer
@@ -157,6 +157,18 @@ def check_prompt_length(n_prompt: int, max_new_tokens: int, cfg: GitConfig, ques
                      f"{max_new_tokens} exceeds the model's {cfg.max_positions} text positions; {fix}")
 
 
+def empty_output_note(where: str, what: str, generated: Sequence[int] | torch.Tensor, tokenizer: GitTokenizer) -> str:
+    """The stderr line for an empty caption or answer, so the user knows the model, not the
+    tool, made it empty. `generated`: the ids after the prompt."""
+    ids = [int(i) for i in generated]
+    if not ids or ids[0] == tokenizer.eos_id:
+        why = f"its first token was {tokenizer.special_tokens['sep_token']}, the end of the text"
+    else:
+        why = f"only special tokens: {tokenizer.decode(ids[:8], skip_special_tokens=False)}"
+    return (f"git-scratch: note: {where}: the model generated no words ({why}); "
+            f"the empty {what} is its output, not an error")
+
+
 def shorten(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
@@ -174,7 +186,7 @@ def add_generation_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-beams", type=positive_int, default=1, help="1 (default) is greedy decoding")
     parser.add_argument("--max-new-tokens", type=positive_int, default=20,
                         help="longest answer in tokens (default 20)")
-    parser.add_argument("--json", action="store_true", help="one JSON object per line instead of tab-separated text")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line instead of tab-separated text (eval: one JSON object)")
 
 
 def positive_int(text: str) -> int:

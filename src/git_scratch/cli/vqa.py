@@ -1,34 +1,54 @@
-"""`git-scratch vqa MODEL FILE -q Q [-q Q2 ...]`: questions about one file share its image prefix."""
+"""`git-scratch vqa MODEL FILE... -q Q [-q Q2 ...]`: every question about each file, which is encoded once."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ..data.processor import sniff_media
-from .common import add_generation_args, add_model_args, check_prompt_length, load_pipeline, load_pixels, question_ids
+from .common import (
+    add_generation_args,
+    add_model_args,
+    check_prompt_length,
+    empty_output_note,
+    load_pipeline,
+    load_pixels,
+    question_ids,
+    shorten,
+)
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     add_model_args(parser)
-    parser.add_argument("file", metavar="FILE", help="one image or video")
+    parser.add_argument("files", nargs="+", metavar="FILE", help="images or videos; each question is asked about each")
     parser.add_argument("--question", "-q", action="append", required=True,
-                        help="a question about FILE; repeat for more (all share one image encoding)")
+                        help="a question; repeat for more (all share each file's one image encoding)")
     add_generation_args(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Answer questions about one image or video: one line per question, Q<TAB>answer."""
-    kind = sniff_media(args.file)
+    """Answer questions about images or videos: one line per question and file, Q<TAB>answer,
+    or FILE<TAB>Q<TAB>answer when there are several files.
+
+    Every file is checked before the model loads, and one that cannot be read stops the command
+    with its one-line error, as a single file always has. An empty answer is printed as it is,
+    with a note on stderr saying the model generated no words.
+    """
+    kinds = [sniff_media(path) for path in args.files]
     pipe = load_pipeline(args)
     prompts = [question_ids(pipe.tokenizer, question) for question in args.question]
     for question, prompt in zip(args.question, prompts):
         check_prompt_length(len(prompt), args.max_new_tokens, pipe.model.cfg, question)
-    pixel_values = load_pixels(args.file, kind, pipe)
-    ids = pipe.model.answer(pixel_values, prompts, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams)
-    width = max(len(prompt) for prompt in prompts)  # answer() left-pads every prompt to this
-    for question, row in zip(args.question, ids):
-        answer = pipe.tokenizer.decode_answer(row, width)
-        record = {"file": args.file, "question": question, "answer": answer}
-        print(json.dumps(record, ensure_ascii=False) if args.json else f"{question}\t{answer}")
+    for path, kind in zip(args.files, kinds):
+        pixel_values = load_pixels(path, kind, pipe)
+        ids = pipe.model.answer(pixel_values, prompts, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams)
+        for question, row in zip(args.question, ids):  # one image: one row per question
+            answer = pipe.tokenizer.decode_answer(row)
+            record = {"file": path, "question": question, "answer": answer}
+            fields = [path, question, answer] if len(args.files) > 1 else [question, answer]
+            print(json.dumps(record, ensure_ascii=False) if args.json else "\t".join(fields))
+            if not answer:
+                where = f"{path}: question {shorten(question)!r}"
+                print(empty_output_note(where, "answer", row, pipe.tokenizer), file=sys.stderr)
     return 0

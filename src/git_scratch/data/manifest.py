@@ -87,6 +87,10 @@ def _parse_line(text: str, number: int, root: Path) -> Example:
     media = root / record[media_keys[0]]
     if not media.is_file():
         raise ValueError(f"{media_keys[0]} {media} not found")
+    if "caption" in record and ("question" in record or "answer" in record):
+        # Which one to train on would be a guess: the line is bad, named with its number like the others.
+        raise ValueError('has "caption" and "question"/"answer"; a line is one example, '
+                         "so put the caption and the question on separate lines")
     if "caption" in record:
         prompt, target = None, record["caption"]
     elif "question" in record and "answer" in record:

@@ -10,14 +10,17 @@ tests/data/test_processor.py to 1e-5):
               --centre crop, offset int((h - crop) / 2)--> uint8 (3, crop, crop)
               --(x - mean / rescale) / (std / rescale)--> float32 (3, crop, crop)
 
-`load_image` is where file concerns live (EXIF rotation, 16-bit and float modes, animated
-files, huge files); `sniff_media` tells images from videos by content.
+Paths go through `load_image`; numpy (H, W, 3) arrays and (3, H, W) tensors join at the uint8
+(3, H, W) step (`pixels_uint8`: floats in [0, 1] rounded to 8 bits), so every kind of input
+takes the one pipeline above. `load_image` is where file concerns live (EXIF rotation, 16-bit
+and float modes, animated files, huge files); `sniff_media` tells images from videos by content.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -32,6 +35,7 @@ import torchvision.transforms.v2.functional as tvF
 from PIL import Image, ImageOps
 
 from ..atomic import atomic_write_text
+from .inputs import ImageInput, ModelInputs, image_list, pixels_uint8, shorten_repr
 
 CONFIG_NAME = "preprocessor_config.json"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -137,23 +141,41 @@ class ImageProcessor:
         atomic_write_text(file, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
         return file
 
-    def __call__(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """PIL images of any size -> pixel_values (B, 3, crop, crop) float32."""
-        if len(images) == 0:
-            raise ValueError("no images to preprocess; pass a non-empty list of PIL images")
-        pixels = [self.preprocess(image) for image in images]
+    def __call__(self, images: ImageInput | Sequence[ImageInput],
+                 return_tensors: Literal["pt", "np"] | None = None) -> torch.Tensor | ModelInputs:
+        """One image or a list of them, any sizes -> pixel_values (B, 3, crop, crop) float32.
+
+        Each image is a PIL image, a path (str or Path), an (H, W, 3) numpy array or a (3, H, W)
+        tensor, uint8 or float in [0, 1]; a 4-D array or tensor is a batch of them. Returns the
+        tensor itself, or with `return_tensors` "pt" / "np", as transformers' image processors do,
+        {"pixel_values": tensor / ndarray} (readable as `.pixel_values` too).
+        """
+        if return_tensors not in (None, "pt", "np"):
+            raise ValueError(f"return_tensors = {return_tensors!r} is not supported; use 'pt', 'np', "
+                             "or None for the tensor itself")
+        pixels = [self.preprocess(image, name) for name, image in image_list(images)]
         if not self.do_center_crop and len({p.shape for p in pixels}) > 1:
             raise ValueError("images end up with different sizes because do_center_crop is false; "
                              "enable it or preprocess them one at a time")
-        return torch.stack(pixels)  # (B, 3, crop, crop)
+        pixel_values = torch.stack(pixels)  # (B, 3, crop, crop)
+        if return_tensors is None:
+            return pixel_values
+        return ModelInputs(pixel_values=pixel_values if return_tensors == "pt" else pixel_values.numpy())
 
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """One PIL image -> (3, crop, crop) float32."""
-        if self.do_convert_rgb:
-            image = to_rgb(image)
-        elif image.mode != "RGB":
-            raise ValueError(f"image has mode {image.mode} and do_convert_rgb is false; convert it with to_rgb")
-        x = torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()  # (3, H, W) uint8
+    def preprocess(self, image: ImageInput, name: str = "image") -> torch.Tensor:
+        """One image, of any kind `__call__` takes -> (3, crop, crop) float32. `name` is what errors call it."""
+        if isinstance(image, (str, Path)):
+            image = load_image(image, self.size if self.do_resize else None)
+        if isinstance(image, Image.Image):
+            if self.do_convert_rgb:
+                image = to_rgb(image)
+            elif image.mode != "RGB":
+                raise ValueError(f"{name} has mode {image.mode} and do_convert_rgb is false; convert it with to_rgb")
+            x = torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()  # (3, H, W) uint8
+        else:
+            x = pixels_uint8(image, name)  # (3, H, W) uint8
+        if min(x.shape[-2:]) == 0:
+            raise ValueError(f"{name} is empty ({x.shape[-2]}x{x.shape[-1]} pixels); pass an image with pixels")
         if self.do_resize:
             # Antialiased resize on the uint8 tensor (torchvision rounds and clamps back to uint8),
             # not PIL's bicubic: that is transformers' default backend, and the two differ by ~1/255.
@@ -242,7 +264,9 @@ def load_image(path: str | Path, shortest_edge: int | None = 224) -> Image.Image
       never exists in memory), others by box-averaging (`Image.reduce`). `None` never shrinks.
     - Pillow's decompression-bomb limit stays on; hitting it is a ValueError.
     """
-    path = Path(path)
+    path = as_path(path, "image")
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; pass image files, e.g. {path / '*.jpg'}")
     if not path.is_file():
         raise FileNotFoundError(f"image file {path} not found")
     try:
@@ -260,6 +284,15 @@ def load_image(path: str | Path, shortest_edge: int | None = 224) -> Image.Image
         raise ValueError(f"{path} is not an image Pillow can read ({reason})") from None
     factor = _shrink_factor(image.size, shortest_edge)
     return image.reduce(factor) if factor > 1 else image
+
+
+def as_path(path: Any, what: str) -> Path:
+    """str, bytes (a file name as the OS gives it) or any os.PathLike -> Path; anything else is refused."""
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"{what} path is {type(path).__name__} {shorten_repr(path)}; pass a str or pathlib.Path")
+    return Path(path)
 
 
 def _bomb_message(path: Path) -> str:
@@ -287,9 +320,9 @@ def _shrink_factor(size: tuple[int, int], shortest_edge: int | None) -> int:
 
 def sniff_media(path: str | Path) -> Literal["image", "video"]:
     """"image" or "video", decided by the file's content, never its extension."""
-    path = Path(path)
+    path = as_path(path, "media")
     if path.is_dir():
-        raise ValueError(f"{path} is a directory; pass image or video files")
+        raise ValueError(f"{path} is a directory; pass image or video files, e.g. {path / '*.jpg'}")
     if not path.is_file():
         raise FileNotFoundError(f"media file {path} not found")
     try:

@@ -18,12 +18,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from ..atomic import atomic_write_text
+from .inputs import ModelInputs
 
 # transformers' BERT defaults; tokenizer_config.json may rename any of them.
 DEFAULT_SPECIALS: dict[str, str] = {
@@ -56,6 +58,10 @@ class GitTokenizer:
         # literal "[SEP]" in the text maps to its id instead of being split into [ SEP ].
         backend.add_special_tokens(list(self.special_tokens.values()))
         self.backend = backend
+        # What decode(skip_special_tokens=True) drops: every special token but [UNK], which stands
+        # for text the tokenizer could not read and must stay visible.
+        self.skipped_ids = {i for i, token in backend.get_added_tokens_decoder().items() if token.special}
+        self.skipped_ids.discard(backend.token_to_id(unk_token))
         self.bos_id: int = backend.token_to_id(cls_token)
         self.eos_id: int = backend.token_to_id(sep_token)
         self.pad_id: int = backend.token_to_id(pad_token)
@@ -122,6 +128,48 @@ class GitTokenizer:
         """Token ids of `text` with no special tokens; "" gives []."""
         return self.backend.encode(_as_text(text), add_special_tokens=False).ids
 
+    def __call__(self, text: str | Sequence[str], *, add_special_tokens: bool = True,
+                 padding: bool | Literal["longest", "max_length", "do_not_pad"] = False,
+                 truncation: bool = False, max_length: int | None = None,
+                 padding_side: Literal["right", "left"] = "right",
+                 return_tensors: Literal["pt", "np"] | None = None) -> ModelInputs:
+        """A transformers tokenizer's call, and its ids: {"input_ids", "attention_mask"}, rows of
+        [CLS] text [SEP] (add_special_tokens=False: the text alone), lists for one text, lists of
+        lists for several, (B, T) arrays with return_tensors "pt" / "np". padding and truncation
+        as transformers' (right-padded, truncation to max_length or model_max_length, specials
+        included). Generation prompts ([CLS] + question, no [SEP], left-padded): batch_prompts."""
+        texts = [text] if isinstance(text, (str, bytes)) else text
+        if not isinstance(texts, (list, tuple)) or not texts:
+            raise ValueError(f"text is {type(text).__name__} {str(text)[:40]!r}; pass a string or a non-empty "
+                             "list of strings")
+        pad_to = _pad_target(padding, max_length, padding_side, return_tensors)
+        limit = (max_length or self.model_max_length) if truncation else None
+        head, tail = ([self.bos_id], [self.eos_id]) if add_special_tokens else ([], [])
+        if limit is not None and limit < len(head + tail):
+            raise ValueError(f"max_length = {limit} leaves no room for text after [CLS] and [SEP]; raise it")
+        rows = []
+        for i, one in enumerate(texts):
+            try:
+                rows.append(head + self.encode(one)[: None if limit is None else limit - len(head + tail)] + tail)
+            except ValueError as e:
+                raise ValueError(f"text[{i}]: {e}") from None
+        width = max(len(row) for row in rows) if pad_to == "longest" else pad_to or 0
+        input_ids, attention_mask = [], []
+        for row in rows:
+            pad = max(width - len(row), 0)
+            left, right = (pad, 0) if padding_side == "left" else (0, pad)
+            input_ids.append([self.pad_id] * left + row + [self.pad_id] * right)
+            attention_mask.append([0] * left + [1] * len(row) + [0] * right)
+        if return_tensors is not None:
+            if len({len(row) for row in input_ids}) > 1:
+                raise ValueError(f"the texts give rows of {min(map(len, input_ids))} to {max(map(len, input_ids))} "
+                                 "tokens, which make no tensor; pass padding=True")
+            make = torch.tensor if return_tensors == "pt" else np.array
+            return ModelInputs(input_ids=make(input_ids), attention_mask=make(attention_mask))
+        if isinstance(text, (str, bytes)):
+            return ModelInputs(input_ids=input_ids[0], attention_mask=attention_mask[0])
+        return ModelInputs(input_ids=input_ids, attention_mask=attention_mask)
+
     def prompt_ids(self, text: str | bytes | None = None) -> list[int]:
         """GIT's prompt: [CLS] alone for captioning, [CLS] + question tokens (no [SEP]) for a question."""
         return [self.bos_id] + (self.encode(text) if text is not None else [])
@@ -147,27 +195,55 @@ class GitTokenizer:
     # --- decoding ----------------------------------------------------------------------------
 
     def decode(self, ids: Sequence[int] | torch.Tensor, skip_special_tokens: bool = True) -> str:
-        return self.backend.decode(_id_list(ids), skip_special_tokens=skip_special_tokens)
+        """The text of `ids`, as transformers decodes it, except that nothing unknown vanishes:
+        skip_special_tokens drops [CLS], [SEP], [PAD] and [MASK] but keeps [UNK], and an id the
+        tokenizer does not have (a model with a larger vocabulary can generate one) reads
+        "[UNK id N]" instead of being skipped."""
+        ids = _id_list(ids)
+        if skip_special_tokens:
+            ids = [i for i in ids if i not in self.skipped_ids]
+        pieces, known = [], []
+        for i in ids:
+            if i < 2**32 and self.backend.id_to_token(i) is not None:  # the backend's ids are u32
+                known.append(i)
+                continue
+            pieces += [self.backend.decode(known, skip_special_tokens=False), f"[UNK id {i}]"]
+            known = []
+        pieces.append(self.backend.decode(known, skip_special_tokens=False))
+        return " ".join(piece for piece in pieces if piece)
 
     def batch_decode(self, sequences: Sequence[Sequence[int]] | torch.Tensor,
                      skip_special_tokens: bool = True) -> list[str]:
         """One string per row of `sequences` (a list of id lists, or a (B, T) tensor)."""
-        rows = [_id_list(ids) for ids in sequences]
-        return self.backend.decode_batch(rows, skip_special_tokens=skip_special_tokens)
+        return [self.decode(ids, skip_special_tokens) for ids in sequences]
 
-    def decode_answer(self, ids: Sequence[int] | torch.Tensor, prompt_len: int) -> str:
-        """The generated text after the first `prompt_len` ids, up to the first [SEP], specials dropped.
+    def decode_answer(self, ids: Sequence[int] | torch.Tensor,
+                      prompt: Sequence[int] | torch.Tensor | None = None) -> str:
+        """The generated text up to the first [SEP], specials dropped, [UNK] kept (decode).
 
-        For a row of a batch, `prompt_len` is the padded prompt width, input_ids.shape[1].
-        """
+        `ids`: a row of answer()'s output (generated ids only), or of generate's with the
+        `prompt` it came from (prompt_ids(question), or that row of input_ids, padded or not).
+        Such a row must be left padding, then exactly the prompt: the cut falls right after it,
+        whatever the padding, and a row that does not start with its prompt is refused."""
         ids = _id_list(ids)
-        if not 0 <= prompt_len <= len(ids):
-            raise ValueError(f"decode_answer: prompt_len {prompt_len} is outside the {len(ids)} ids given; "
-                             "pass the prompt's length (input_ids.shape[1] for a batch)")
-        answer = ids[prompt_len:]
-        if self.eos_id in answer:
-            answer = answer[: answer.index(self.eos_id)]
-        return self.decode(answer).strip()
+        if prompt is not None:
+            if isinstance(prompt, int) or (isinstance(prompt, torch.Tensor) and prompt.dim() == 0):
+                raise ValueError(f"decode_answer: prompt = {int(prompt)} is a length, which cannot locate the cut in "
+                                 "a left-padded row; pass the prompt's ids (tokenizer.prompt_ids(question) or the "
+                                 "row of input_ids)")
+            expected = _without_left_padding(_id_list(prompt), self.pad_id)
+            row = _without_left_padding(ids, self.pad_id)
+            if not expected:
+                raise ValueError("decode_answer: the prompt holds no token but padding; pass the prompt the row "
+                                 "was generated from, at least [CLS]")
+            if row[: len(expected)] != expected:
+                raise ValueError(f"decode_answer: the row {row[:8]} does not start with its prompt {expected[:8]} "
+                                 "after the left padding; pass the prompt this row was generated from, or the "
+                                 "generated ids alone without a prompt")
+            ids = row[len(expected):]
+        if self.eos_id in ids:
+            ids = ids[: ids.index(self.eos_id)]
+        return self.decode(ids).strip()
 
     # --- saving ------------------------------------------------------------------------------
 
@@ -294,6 +370,30 @@ def _id_list(ids: Sequence[int] | torch.Tensor) -> list[int]:
     if ids and min(ids) < 0:
         raise ValueError(f"token id {min(ids)} is negative; mask out ignore-index labels (-100) before decoding")
     return ids
+
+
+def _pad_target(padding: bool | str, max_length: int | None, padding_side: str,
+                return_tensors: str | None) -> str | int | None:
+    """The call's padding as "longest", a width or None (no padding), its arguments checked first."""
+    if return_tensors not in (None, "pt", "np") or padding_side not in ("right", "left"):
+        raise ValueError(f"return_tensors = {return_tensors!r} or padding_side = {padding_side!r} is not supported; "
+                         "use 'pt', 'np' or None (lists), and 'right' or 'left'")
+    if max_length is not None and (not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1):
+        raise ValueError(f"max_length = {max_length!r} is not a token count; pass a positive integer or None")
+    if padding is False or padding == "do_not_pad":
+        return None
+    if padding is True or padding == "longest":
+        return "longest"
+    if padding == "max_length":
+        if max_length is None:
+            raise ValueError("padding='max_length' needs a length; pass max_length=N")
+        return max_length
+    raise ValueError(f"padding = {padding!r} is not supported; use True, 'longest', 'max_length' or False")
+
+
+def _without_left_padding(ids: list[int], pad_id: int) -> list[int]:
+    start = next((i for i, token in enumerate(ids) if token != pad_id), len(ids))
+    return ids[start:]
 
 
 def _first_line(e: BaseException) -> str:

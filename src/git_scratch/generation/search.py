@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import GitConfig
-from ..model.git import GIT, text_mask_for
+from ..model.git import GIT, check_pixel_values, text_mask_for
 from .prefix import DecodeState, ImagePrefix, decode_step, encode_prefix, prefill, reorder_beams
 
 # (sequences so far (R, t), scores (R, V)) -> scores; how constraints and warpers plug in.
@@ -208,24 +208,50 @@ def generate(model: GIT, pixel_values: torch.Tensor | None, input_ids: torch.Ten
 
 @torch.no_grad()
 def answer(model: GIT, pixel_values: torch.Tensor, questions: list[list[int]], **generate_kwargs: Any) -> torch.Tensor:
-    """Several questions about ONE image (or video) in one batched call that encodes it once.
+    """Every question about every image in one batched call that encodes each image once.
 
-    `questions` are prompts as token ids, `[bos] + question tokens` (tokenizer.prompt_ids).
-    Returns what `generate` returns for the left-padded batch of questions, (Q, T0 + new)."""
-    if pixel_values.shape[0] != 1:
-        raise ValueError(f"answer() takes one image (batch of 1), got {pixel_values.shape[0]}; "
-                         "call it once per image")
-    if not questions or not all(questions):
-        raise ValueError("answer() needs at least one question, each at least [bos]")
-    longest = max(len(q) for q in questions)
+    `questions` are prompts as token ids, `[bos] + question tokens` (tokenizer.prompt_ids). With
+    B images (or videos) and Q questions the rows are image-major: row b * Q + q answers question
+    q about image b (its num_return_sequences rows adjacent); B = 1 is Q questions about one
+    image. For one question per image, call it per image or use generate with batch_prompts.
+    Returns the generated ids alone, (B * Q * num_return_sequences, new) long: left-aligned,
+    the prompt removed, each row's first EOS kept and pad_id after it, so
+    `tokenizer.decode_answer(row)` reads a row and `tokenizer.batch_decode(ids)` all of them."""
+    check_pixel_values(pixel_values, model.cfg)
+    prompts = _prompt_lists(questions)
+    longest = max(len(q) for q in prompts)
     device = model.lm_head.weight.device
-    input_ids = torch.full((len(questions), longest), model.cfg.pad_id, dtype=torch.long, device=device)
+    input_ids = torch.full((len(prompts), longest), model.cfg.pad_id, dtype=torch.long, device=device)
     attention_mask = torch.zeros_like(input_ids)
-    for row, q in enumerate(questions):
+    for row, q in enumerate(prompts):
         input_ids[row, longest - len(q):] = torch.tensor(q, dtype=torch.long)
         attention_mask[row, longest - len(q):] = 1
-    image_index = torch.zeros(len(questions), dtype=torch.long, device=device)
-    return generate(model, pixel_values, input_ids, attention_mask, image_index=image_index, **generate_kwargs)
+    n_images = pixel_values.shape[0]
+    input_ids, attention_mask = input_ids.repeat(n_images, 1), attention_mask.repeat(n_images, 1)  # (B*Q, T0)
+    image_index = torch.arange(n_images, device=device).repeat_interleave(len(prompts))  # image-major
+    sequences = generate(model, pixel_values, input_ids, attention_mask, image_index=image_index, **generate_kwargs)
+    return pad_after_eos(sequences[:, longest:], model.cfg.eos_id, model.cfg.pad_id)
+
+
+def _prompt_lists(questions: Any) -> list[list[int]]:
+    """Prompts as lists of ints; a tensor row (tokenizer(..., return_tensors="pt")) is taken as its ids."""
+    if isinstance(questions, (list, tuple)) and questions and all(isinstance(q, int) for q in questions):
+        raise ValueError(f"questions is one prompt {list(questions)[:8]}; pass a list of prompts, "
+                         "e.g. [tokenizer.prompt_ids(q) for q in texts]")
+    if not isinstance(questions, (list, tuple)) or not questions:
+        raise ValueError("answer() needs at least one question, each at least [bos]")
+    prompts = [q.tolist() if isinstance(q, torch.Tensor) and q.dim() == 1 else q for q in questions]
+    if not all(isinstance(q, (list, tuple)) and q and all(isinstance(t, int) for t in q) for q in prompts):
+        raise ValueError("answer() needs at least one question, each at least [bos]")
+    return [list(q) for q in prompts]
+
+
+def pad_after_eos(ids: torch.Tensor, eos_id: int, pad_id: int) -> torch.Tensor:
+    """(R, new) -> the same with every token after a row's first EOS set to pad_id (greedy pads
+    finished rows with pad, beam search with EOS: one convention for readers of answer())."""
+    is_eos = (ids == eos_id).long()
+    after_first = (is_eos.cumsum(-1) - is_eos) > 0  # (R, new): an EOS came strictly before
+    return ids.masked_fill(after_first, pad_id)
 
 
 def check_generation_inputs(cfg: GitConfig, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, *,

@@ -148,7 +148,8 @@ class GIT(nn.Module):
         return generate(self, pixel_values, input_ids, attention_mask, **kwargs)
 
     def answer(self, pixel_values: torch.Tensor, questions: list[list[int]], **kwargs: Any) -> torch.Tensor:
-        """`git_scratch.answer(model, ...)`: several questions about one image, encoded once."""
+        """`git_scratch.answer(model, ...)`: every question about every image, each image encoded
+        once; returns the answers' ids alone, the prompt removed."""
         from ..generation.search import answer  # lazy: generation/ imports this module
 
         return answer(self, pixel_values, questions, **kwargs)
@@ -191,6 +192,12 @@ def text_mask_for(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) 
 
 def check_pixel_values(pixel_values: torch.Tensor, cfg: GitConfig) -> None:
     """One-line errors for the shapes users get wrong, before they reach a conv deep inside."""
+    if not isinstance(pixel_values, torch.Tensor):
+        hint = "inputs['pixel_values']" if isinstance(pixel_values, dict) else "ImageProcessor()(images)"
+        raise ValueError(f"pixel_values is a {type(pixel_values).__name__}, not a tensor; pass {hint}")
+    if pixel_values.dtype == torch.uint8:
+        raise ValueError("pixel_values is uint8 (raw pixels); pass them through ImageProcessor, which rescales "
+                         "and normalises them")
     if pixel_values.ndim == 5:
         frames = pixel_values.shape[1]
         if cfg.n_frames is None:
