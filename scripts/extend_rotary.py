@@ -24,7 +24,7 @@ import sys
 import torch
 from torch import nn
 
-from git_scratch import GIT
+from git_scratch import GIT, GitConfig
 from git_scratch.demo.recipe import run_variant, same_weights
 from git_scratch.model.decoder import Attention
 
@@ -67,8 +67,20 @@ def customize(model: GIT) -> GIT:
     return model
 
 
+# The trained model's builder, named in its variant.json: `git-scratch caption runs/extend-rotary/model IMAGE`
+# imports it from this file, which it finds with PYTHONPATH=scripts (running the script puts scripts/ there).
+BUILDER = "extend_rotary:rebuild"
+
+
+def rebuild(cfg: GitConfig) -> GIT:
+    """A fresh GIT of `cfg` with customize's change: what loading a trained variant builds
+    before its weights go in."""
+    return customize(GIT.from_config(cfg))
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run_variant("rotary", "rotary positions in the decoder's attention, no absolute position table", customize, argv)
+    return run_variant("rotary", "rotary positions in the decoder's attention, no absolute position table",
+                       customize, argv, BUILDER)
 
 
 if __name__ == "__main__":

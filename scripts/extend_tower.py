@@ -28,7 +28,7 @@ from einops import rearrange
 from open_clip.modified_resnet import AttentionPool2d, ModifiedResNet
 from torch import nn
 
-from git_scratch import GIT
+from git_scratch import GIT, GitConfig
 from git_scratch.demo.recipe import run_variant
 
 
@@ -66,8 +66,20 @@ def customize(model: GIT) -> GIT:
     return model
 
 
+# The trained model's builder, named in its variant.json: `git-scratch caption runs/extend-tower/model IMAGE`
+# imports it from this file, which it finds with PYTHONPATH=scripts (running the script puts scripts/ there).
+BUILDER = "extend_tower:rebuild"
+
+
+def rebuild(cfg: GitConfig) -> GIT:
+    """A fresh GIT of `cfg` with customize's change: what loading a trained variant builds
+    before its weights go in."""
+    return customize(GIT.from_config(cfg))
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run_variant("tower", "open_clip ModifiedResNet (CLIP RN50 design) as the vision tower, all its pool outputs as tokens", customize, argv)
+    return run_variant("tower", "open_clip ModifiedResNet (CLIP RN50 design) as the vision tower, all its pool "
+                       "outputs as tokens", customize, argv, BUILDER)
 
 
 if __name__ == "__main__":

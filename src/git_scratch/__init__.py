@@ -3,6 +3,7 @@
 The public API is what this module exports (docs/architecture.md has the tree behind it):
 
     model = git_scratch.load("path/to/git-base-coco")        # GIT.from_pretrained(path) is the same
+    git_scratch.save_variant(changed, "out", "my_pkg.mod:rebuild")   # a changed model, loaded back by load
     ids = git_scratch.generate(model, pixel_values)           # model.generate(pixel_values) is the same
 """
 
@@ -10,7 +11,9 @@ from . import accel
 from .atomic import atomic_directory, atomic_write, atomic_write_text
 from .checkpoints.files import load_pretrained as load
 from .checkpoints.files import save_pretrained as save
+from .checkpoints.variant import save_variant
 from .config import GitConfig, VisionConfig, preset_names
+from .data.git_processor import GitProcessor
 from .data.manifest import Example, ManifestDataset, read_manifest
 from .data.processor import ImageProcessor, load_image, sniff_media
 from .data.tokenizer import GitTokenizer
@@ -23,10 +26,11 @@ from .training.evaluate import evaluate, predict, score
 from .training.loop import TrainConfig, train
 
 __all__ = [
-    "GIT", "AnswerTrie", "Choice", "Example", "GitConfig", "GitTokenizer", "ImagePrefix", "ImageProcessor",
+    "GIT", "AnswerTrie", "Choice", "Example", "GitConfig", "GitProcessor",
+    "GitTokenizer", "ImagePrefix", "ImageProcessor",
     "ManifestDataset", "TrainConfig", "VisionConfig", "accel", "answer", "atomic_directory", "atomic_write",
     "atomic_write_text", "classify", "encode_prefix", "evaluate", "generate", "git_loss", "load", "load_image",
-    "load_video_frames", "predict", "preprocess_video", "preset_names", "read_manifest", "save", "score",
-    "sniff_media", "train",
+    "load_video_frames", "predict", "preprocess_video", "preset_names", "read_manifest", "save", "save_variant",
+    "score", "sniff_media", "train",
 ]
 __version__ = "0.1.0"

@@ -178,7 +178,7 @@ def test_train_refuses_an_out_dir_holding_a_run(tmp_path: Path, monkeypatch: pyt
     (out / "metrics.jsonl").write_text('{"step": 10, "loss": 1.0}\n')
     before = snapshot(out)
     started = []
-    monkeypatch.setattr(train, "train", lambda cfg, progress: started.append(cfg) or {
+    monkeypatch.setattr(train, "train", lambda cfg, progress, **options: started.append(cfg) or {
         "steps": 1, "final_loss": 0.0, "model_dir": str(out / "model")})
     common = ["train", "--train-manifest", "m.jsonl", "--out-dir", out]
     CASES["overwrites refused without --force"] += 1

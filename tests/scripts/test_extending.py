@@ -101,7 +101,7 @@ def test_tower_tokens_start_with_open_clips_pooled_vector() -> None:
 
 
 def test_a_changed_model_is_refused_by_the_official_layout(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"no place for final_norm\.bias, final_norm\.weight\).*torch\.save") as e:
+    with pytest.raises(ValueError, match=r"no place for final_norm\.bias, final_norm\.weight\).*save_variant") as e:
         tiny_variant(preln).save_pretrained(tmp_path / "preln")
     assert "\n" not in str(e.value)
     with pytest.raises(ValueError, match=r"lacks embed\.position\.weight"):
@@ -111,7 +111,7 @@ def test_a_changed_model_is_refused_by_the_official_layout(tmp_path: Path) -> No
 
 def test_training_refuses_a_changed_model_before_the_first_step(tmp_path: Path) -> None:
     cfg = TrainConfig(train_manifest=str(tmp_path / "absent.jsonl"), out_dir=str(tmp_path / "run"))
-    with pytest.raises(ValueError, match=r"official_layout=False"):  # not the missing manifest: that comes later
+    with pytest.raises(ValueError, match=r"builder="):  # not the missing manifest: that comes later
         train(cfg, model=tiny_variant(tower), tokenizer=GitTokenizer.word_level(["a"]),
               processor=ImageProcessor(size=32, crop_size=32))
 
@@ -120,22 +120,27 @@ def test_training_refuses_a_changed_model_before_the_first_step(tmp_path: Path) 
                                              (tower, "vision.resnet.attnpool.c_proj.weight")],
                          ids=["rotary", "preln", "tower"])
 def test_script_trains_and_evaluates_the_variant(script: ModuleType, key: str, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    """The script end to end, shortened: 1 step on 32 training images, 2 held-out images."""
+                                                 capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The script end to end, shortened: 1 step on 32 training images, 2 held-out images; the
+    trained model is a variant directory naming the script's rebuild, which loads it back."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))  # where running the script finds its builder, and the CLI with PYTHONPATH
     out = tmp_path / "run"
     assert script.main(["--steps", "1", "--train-images", "32", "--eval-images", "2",
                         "--out", str(out), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["customized"] and result["train_steps"] == 1 and result["n_heldout_captions"] == 2
     assert 0 <= result["caption_exact_match"] <= 1 and 0 <= result["vqa_accuracy"] <= 1
-    state = torch.load(Path(result["model_dir"]) / "model.pt", weights_only=True)
+    model_dir = Path(result["model_dir"])
+    assert json.loads((model_dir / "variant.json").read_text())["builder"] == script.BUILDER
+    state = GIT.from_pretrained(model_dir).state_dict()
     assert key in state and "embed.position.weight" not in (state if script is rotary else {})
-    assert not (Path(result["model_dir"]) / "model.safetensors").exists()
+    assert not (model_dir / "config.json").exists()
 
 
-def test_a_changed_model_resumes_exactly_from_model_pt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """train(official_layout=False): checkpoints hold model.pt, and a run killed after its step-2
-    checkpoint and resumed ends with the uninterrupted run's parameters."""
+def test_a_changed_model_resumes_exactly_from_its_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train(official_layout=False), no builder: checkpoints are variants naming none, and a run
+    killed after its step-2 checkpoint and resumed ends with the uninterrupted run's parameters."""
     import git_scratch.training.loop as train_module
     from tests.training.test_train import make_data, params, small_model
 
@@ -160,7 +165,8 @@ def test_a_changed_model_resumes_exactly_from_model_pt(tmp_path: Path, monkeypat
         with pytest.raises(KeyboardInterrupt):
             run("cut")
     saved = {p.name for p in (tmp_path / "cut" / "checkpoints" / "step-0000002").iterdir()}
-    assert {"model.pt", "trainer_state.pt", "tokenizer.json"} <= saved and "model.safetensors" not in saved
+    assert {"variant.json", "model.safetensors", "trainer_state.pt", "tokenizer.json"} <= saved
+    assert "config.json" not in saved
     resumed = run("cut", resume=True)
     a, b = params(full["model"]), params(resumed["model"])
     assert "final_norm.weight" in b

@@ -55,14 +55,14 @@ def small_model(tokenizer: GitTokenizer, **overrides) -> GIT:
     return GIT.from_config(cfg)
 
 
-def run(data, out: Path, **changes):
+def run(data, out: Path, allow_changes: bool = False, **changes):
     manifest, tok_dir = data
     tokenizer = GitTokenizer.from_pretrained(tok_dir)
     settings = dict(train_manifest=str(manifest), out_dir=str(out), steps=6, batch_size=4, lr=3e-3,
                     warmup_steps=2, seed=0)
     cfg = TrainConfig(**{**settings, **changes})
     return train(cfg, model=small_model(tokenizer, dropout=0.1, attn_dropout=0.1), tokenizer=tokenizer,
-                 processor=ImageProcessor(size=32, crop_size=32))
+                 processor=ImageProcessor(size=32, crop_size=32), allow_changes=allow_changes)
 
 
 def params(model: GIT) -> dict[str, torch.Tensor]:
@@ -117,7 +117,7 @@ def test_keep_last_and_failed_save_keeps_previous(data, tmp_path: Path, monkeypa
         raise OSError("disk full")
     monkeypatch.setattr(train_module, "write_model_files", explode)
     with pytest.raises(OSError, match="disk full"):
-        run(data, tmp_path / "run", steps=8, resume=True)
+        run(data, tmp_path / "run", steps=8, resume=True, allow_changes=True)  # 6 -> 8 steps is a change
     assert latest_checkpoint(tmp_path / "run") == previous
     assert (previous / "model.safetensors").read_bytes() == before
     GIT.from_pretrained(previous)  # still loadable

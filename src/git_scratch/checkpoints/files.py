@@ -1,5 +1,7 @@
 """A checkpoint directory in the official layout, read and written: config.json plus
-model.safetensors (single or sharded) or pytorch_model.bin, through the names of hub.py.
+model.safetensors (single or sharded) or pytorch_model.bin, through the names of hub.py. A
+directory holding variant.json is a changed model in the variant layout (variant.py): the same
+loader hands it to `variant.load_variant`.
 
 A .bin is a pickle: it is read with `weights_only=True`, so no code in it ever runs. Writes go
 to a temporary directory renamed into place (atomic.py): a reader never sees half a checkpoint.
@@ -18,6 +20,7 @@ from ..atomic import atomic_directory
 from ..config import GitConfig
 from ..model.git import GIT
 from .hub import FUSED_PARTS, check_official_layout, config_from_hf, config_to_hf, from_hf_state_dict, to_hf_state_dict
+from .variant import is_variant, load_variant
 
 
 def read_hf_config(path: Path) -> GitConfig:
@@ -114,11 +117,14 @@ def load_pretrained(path: str | Path, *, dtype: torch.dtype = torch.float32, dev
                     fast: bool = True) -> GIT:
     """A checkpoint directory -> GIT in eval mode. `fast=True` applies `accel.optimize` (the
     kernels measured faster on this machine; outputs differ by float rounding only), and
-    `accel.restore(model)` takes them off again; `fast=False` returns plain PyTorch layers."""
+    `accel.restore(model)` takes them off again; `fast=False` returns plain PyTorch layers.
+    A variant directory (variant.json) imports and runs its builder's code (variant.py)."""
     directory = Path(path)
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: no such checkpoint directory; pass a directory holding "
                                 "config.json and model.safetensors")
+    if is_variant(directory):
+        return load_variant(directory, dtype=dtype, device=device, fast=fast)
     cfg = read_hf_config(directory / "config.json")
     hf_sd, source = read_hf_tensors(directory)
     sd = from_hf_state_dict(hf_sd, cfg, source=source)

@@ -231,8 +231,8 @@ def from_hf_state_dict(hf_sd: dict[str, torch.Tensor], cfg: GitConfig, source: s
             continue
         ours[key] = torch.cat([hf_sd[h] for h in hf_keys]) if len(hf_keys) > 1 else hf_sd[hf_keys[0]]
     unexpected = sorted(set(hf_sd) - used)
-    problems = ([f"missing {_some(missing)}"] if missing else []) + \
-               ([f"unexpected {_some(unexpected)}"] if unexpected else []) + bad[:MAX_LISTED]
+    problems = ([f"missing {listed(missing)}"] if missing else []) + \
+               ([f"unexpected {listed(unexpected)}"] if unexpected else []) + bad[:MAX_LISTED]
     if len(bad) > MAX_LISTED:
         problems.append(f"{len(bad) - MAX_LISTED} more tensors of the wrong shape or dtype")
     if problems:
@@ -241,7 +241,7 @@ def from_hf_state_dict(hf_sd: dict[str, torch.Tensor], cfg: GitConfig, source: s
     return ours
 
 
-def _some(keys: list[str]) -> str:
+def listed(keys: list[str]) -> str:
     """At most MAX_LISTED names, so a config of the wrong size gives a readable line."""
     listed = ", ".join(keys[:MAX_LISTED])
     return listed if len(keys) <= MAX_LISTED else f"{listed} and {len(keys) - MAX_LISTED} more"
@@ -282,8 +282,9 @@ def check_official_layout(model: GIT) -> None:
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     extra, missing = sorted(set(ours) - set(expected)), sorted(set(expected) - set(ours))
     reshaped = sorted(k for k in set(ours) & set(expected) if ours[k] != expected[k])
-    problems = ([f"no place for {_some(extra)}"] if extra else []) + ([f"lacks {_some(missing)}"] if missing else []) \
-        + ([f"other shapes for {_some(reshaped)}"] if reshaped else [])
+    problems = ([f"no place for {listed(extra)}"] if extra else []) + ([f"lacks {listed(missing)}"] if missing else []) \
+        + ([f"other shapes for {listed(reshaped)}"] if reshaped else [])
     if problems:
         raise ValueError(f"the model does not fit the official GIT layout ({', '.join(problems)}); save a changed "
-                         "model with torch.save(model.state_dict(), path) or train(..., official_layout=False)")
+                         "model with git_scratch.save_variant(model, path, 'package.module:function'), or train it "
+                         "with train(..., builder='package.module:function') (docs/extending.md)")

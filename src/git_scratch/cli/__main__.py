@@ -4,6 +4,7 @@
     git-scratch vqa MODEL FILE --question Q ...     answers about one image or video, encoded once
     git-scratch convert SRC DST [--force]           any official layout -> config.json + model.safetensors
     git-scratch info MODEL_OR_PRESET                config summary and parameter counts
+    git-scratch init --preset NAME DIR              a random-weight checkpoint with a tokenizer, offline
 
 A command is a module of this package with `add_args(parser)` and `run(args) -> int`, listed in
 COMMANDS; the first line of its `run`'s docstring is its help. To add one, write the module and
@@ -24,7 +25,7 @@ import logging
 import sys
 from types import ModuleType
 
-from . import attention, caption, convert, demo, info, mask, parity, train, vqa
+from . import attention, caption, convert, demo, info, init, mask, parity, train, vqa
 from . import eval as eval_
 from .common import one_line
 
@@ -42,6 +43,7 @@ COMMANDS: dict[str, ModuleType] = {
     "mask": mask,
     "parity": parity,
     "attention": attention,
+    "init": init,
 }
 
 

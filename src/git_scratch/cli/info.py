@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoints.files import read_hf_config
+from ..checkpoints.variant import VARIANT_FILE, build_variant, is_variant, read_variant
 from ..config import GitConfig, preset_names
 from ..model.git import GIT
 from .common import resolve_model
@@ -20,9 +21,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print a checkpoint's or preset's configuration and parameter counts."""
-    cfg, source = load_config(args.model)
+    cfg, source, builder = load_config(args.model)
     with torch.device("meta"):  # shapes only: no memory, no weights needed
-        model = GIT(cfg)
+        model = GIT(cfg) if builder is None else build_variant(builder, cfg, source)
     vision, projection, total = count(model.vision), count(model.image_proj), count(model)
     v = cfg.vision
     frames = f"video of {cfg.n_frames} frames -> {cfg.n_image_tokens} tokens" if cfg.n_frames else "images only"
@@ -41,10 +42,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_config(name: str) -> tuple[GitConfig, str]:
-    """A preset by name, unless a local path of that name exists; else a checkpoint's config.json."""
+def load_config(name: str) -> tuple[GitConfig, str, str | None]:
+    """A preset by name, unless a local path of that name exists; else a checkpoint's config.json,
+    or a variant's variant.json and the builder that makes its model (checkpoints/variant.py)."""
     if name in preset_names() and not Path(name).exists():
-        return GitConfig.from_name(name), f"preset configs/{name}.json"
+        return GitConfig.from_name(name), f"preset configs/{name}.json", None
     try:
         directory = resolve_model(name)
     except FileNotFoundError:
@@ -52,7 +54,10 @@ def load_config(name: str) -> tuple[GitConfig, str]:
             raise
         raise FileNotFoundError(f"{name} is neither a checkpoint directory nor a preset; presets: "
                                 f"{', '.join(preset_names())}") from None
-    return read_hf_config(directory / "config.json"), str(directory / "config.json")
+    if is_variant(directory):
+        variant = read_variant(directory)
+        return variant.config, f"{directory / VARIANT_FILE}, built by {variant.builder}", variant.builder
+    return read_hf_config(directory / "config.json"), str(directory / "config.json"), None
 
 
 def count(module: torch.nn.Module) -> int:

@@ -44,10 +44,13 @@ MARKER = ".git_scratch_demo"  # marks a directory the demo made, so a re-run may
 
 def run_demo(out_dir: str | Path = "runs/demo", *, steps: int | None = None, seed: int = 0,
              device: str = "cpu", force: bool = False, progress: bool = True,
-             customize: Callable[[GIT], GIT] | None = None, shapes: ShapesConfig | None = None) -> dict[str, Any]:
+             customize: Callable[[GIT], GIT] | None = None, shapes: ShapesConfig | None = None,
+             builder: str | None = None) -> dict[str, Any]:
     """Train and evaluate the demo; returns its figures. `customize` changes the fresh model before
-    training (docs/extending.md: everything else, data, seed, schedule, stays the baseline's);
-    `shapes` replaces the dataset's config, e.g. a few images for a quick test."""
+    training (docs/extending.md: everything else, data, seed, schedule, stays the baseline's), and
+    `builder` ("package.module:function", the same change from a config) makes the trained model
+    loadable by `git_scratch.load` and the CLI; `shapes` replaces the dataset's config, e.g. a few
+    images for a quick test."""
     start = time.perf_counter()
     out = prepare_out_dir(Path(out_dir), force)
     shapes = shapes or ShapesConfig(seed=seed)
@@ -63,7 +66,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, steps: int | None = None, see
         model = customize(model)
     processor = ImageProcessor(size=model_cfg.vision.image_size, crop_size=model_cfg.vision.image_size)
     trained = train(train_cfg, model=model, tokenizer=tokenizer, processor=processor, progress=progress,
-                    official_layout=customize is None)
+                    official_layout=customize is None, builder=builder)
     train_seconds = trained["seconds"]
 
     results: dict[str, Any] = {}
@@ -87,7 +90,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, steps: int | None = None, see
         "seconds": round(time.perf_counter() - start, 1),
         "out_dir": str(out),
         "model_dir": trained["model_dir"],
-        "customized": customize is not None,  # then model_dir holds model.pt, not the official layout
+        "customized": customize is not None,  # then model_dir holds the variant layout (variant.json)
         "train_config": dataclasses.asdict(train_cfg),
     }
 
@@ -148,14 +151,14 @@ def report(result: dict[str, Any]) -> str:
         f"compositional (unseen colour-shape pairs): caption exact match "
         f"{result['compositional_caption_exact_match']:.1%}, VQA {result['compositional_vqa_accuracy']:.1%}",
         f"pictures: {result['out_dir']}/heldout_captions.png, {result['out_dir']}/loss.png",
-        f"model:    {result['model_dir']}/model.pt  (the changed model's state dict)" if result.get("customized")
+        f"model:    {result['model_dir']}  (variant layout: variant.json names its builder)" if result.get("customized")
         else f"model:    {result['model_dir']}  (try: git-scratch caption {result['model_dir']} IMAGE)",
         f"total {result['seconds']:.0f} s",
     ])
 
 
 def run_variant(name: str, description: str, customize: Callable[[GIT], GIT],
-                argv: list[str] | None = None) -> int:
+                argv: list[str] | None = None, builder: str | None = None) -> int:
     """The command line of scripts/extend_*.py: the demo with one change to the model and
     nothing else (data, seed, training config), so its figures compare with `git-scratch demo`."""
     import argparse
@@ -176,7 +179,7 @@ def run_variant(name: str, description: str, customize: Callable[[GIT], GIT],
                                  n_heldout=args.eval_images or default.n_heldout,
                                  n_compositional=args.eval_images or default.n_compositional)
     result = run_demo(args.out, steps=args.steps, seed=args.seed, device=args.device,
-                      progress=sys.stderr.isatty(), customize=customize, shapes=shapes)
+                      progress=sys.stderr.isatty(), customize=customize, shapes=shapes, builder=builder)
     print(f"variant: {description}")
     print(report(result))
     if args.json:

@@ -55,7 +55,7 @@ def predict(model: GIT, dataset: ManifestDataset, *, batch_size: int = 64, num_b
         out = generate(model, None, input_ids, attention_mask, prefix=prefix, image_index=image_index,
                        num_beams=num_beams, max_new_tokens=max_new_tokens)
         for i, ids in zip(rows, out.tolist()):
-            outputs[i] = tokenizer.decode_answer(ids, input_ids.shape[1])
+            outputs[i] = tokenizer.decode_answer(ids[input_ids.shape[1]:])  # the prompt columns cut off
     return outputs
 
 
@@ -146,11 +146,20 @@ def evaluate(model: GIT, tokenizer: GitTokenizer, processor: ImageProcessor, man
              batch_size: int = 64, num_beams: int = 1, max_new_tokens: int = 20,
              progress: bool = False) -> dict[str, Any]:
     """Score a model on a manifest; lines may carry "answers": [...] (VQAv2) or "captions": [...]."""
+    return score(*predict_manifest(model, tokenizer, processor, manifest, batch_size=batch_size,
+                                   num_beams=num_beams, max_new_tokens=max_new_tokens, progress=progress))
+
+
+def predict_manifest(model: GIT, tokenizer: GitTokenizer, processor: ImageProcessor, manifest: str, *,
+                     batch_size: int = 64, num_beams: int = 1, max_new_tokens: int = 20, progress: bool = False,
+                     ) -> tuple[list[Example], list[str | None], list[list[str]]]:
+    """(examples, predictions, references) of a manifest: what `score` takes, and what a list
+    of predictions shows (git-scratch eval --predictions)."""
     examples = read_manifest(manifest)
     dataset = ManifestDataset(examples, processor, tokenizer, num_frames=model.cfg.n_frames)
     predictions = predict(model, dataset, batch_size=batch_size, num_beams=num_beams,
                           max_new_tokens=max_new_tokens, progress=progress)
-    return score(examples, predictions, _references(manifest, examples))
+    return examples, predictions, _references(manifest, examples)
 
 
 def _references(manifest: str, examples: Sequence[Example]) -> list[list[str]]:

@@ -7,6 +7,10 @@ N processes with batch b see the same global batches as one process with batch N
 The loss of a step is the SUM of token losses divided by the number of label tokens in the
 whole global step (all micro-batches, all ranks), so gradient accumulation and DDP's gradient
 averaging give exactly the gradient of the mean over the global batch.
+
+The file runs over 400 lines because exact resume is one contract between its parts, read
+together: the config, the schedule, the batch order, the checkpoint and the loop that saves it.
+What resuming checks and Ctrl-C needs is in resume.py; evaluation and logging in monitor.py.
 """
 
 from __future__ import annotations
@@ -35,20 +39,31 @@ from .. import accel
 from ..atomic import atomic_directory, atomic_write, atomic_write_text
 from ..checkpoints.files import write_model_files
 from ..checkpoints.hub import check_official_layout
+from ..checkpoints.variant import (
+    build_variant,
+    builder_of,
+    check_builder,
+    is_variant,
+    load_variant_weights,
+    read_variant,
+    set_builder,
+    write_variant_files,
+)
 from ..config import GitConfig
 from ..data.manifest import IGNORE, ManifestDataset, collate, read_manifest
 from ..data.processor import ImageProcessor
 from ..data.tokenizer import GitTokenizer
 from ..model.git import GIT
+from .monitor import evaluate_held_out, require_tensorboard, warn_unknown_tokens, write_scalars
+from .resume import check_resume, ctrl_c_held, resume_command, resume_optimizer, rng_states, set_rng_states
 
 log = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.pt"
-MODEL_STATE_FILE = "model.pt"  # a changed model's weights, where the official layout cannot hold them
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    train_manifest: str = ""  # JSONL, see data/manifest.py
+    train_manifest: str = ""  # the training data, a JSONL manifest (data/manifest.py); required
     out_dir: str = "runs/train"  # checkpoints/, model/, metrics.jsonl, loss.png
     init: str | None = None  # checkpoint directory to fine-tune; None trains `model` from scratch
     model: str = "git-base"  # preset name or path to a git_scratch config JSON (scratch only)
@@ -56,24 +71,27 @@ class TrainConfig:
     steps: int = 1000  # optimizer steps
     batch_size: int = 8  # per process and micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
-    lr: float = 5e-5
+    lr: float = 5e-5  # peak learning rate, reached after warmup
     vision_lr: float | None = None  # None: same as lr; 0: the image encoder is frozen
     weight_decay: float = 0.01  # on weight matrices only, never on norms, biases or embeddings
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW's decay rates of the gradient's mean and square
     warmup_steps: int = 100  # linear warmup, then cosine decay to min_lr_ratio * lr
-    min_lr_ratio: float = 0.0
+    min_lr_ratio: float = 0.0  # the rate at the last step, as a fraction of lr
     clip_norm: float = 1.0  # 0 disables clipping
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # share of each target's probability spread over the vocabulary; 0: none
     grad_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
     num_workers: int = 0  # DataLoader worker processes
     preload: bool = False  # decode all images once into memory (small datasets)
     pack: bool = True  # one row per image with all its texts: the image is encoded once (data/manifest.py)
-    seed: int = 0
+    seed: int = 0  # batch order, dropout and a fresh model's initial weights
     save_every: int = 0  # steps between checkpoints; 0: only the final one
     keep_last: int = 2  # checkpoints kept on disk
-    log_every: int = 10
-    device: str = "cpu"
+    log_every: int = 10  # steps between writes of metrics.jsonl
+    device: str = "cpu"  # torch device: cpu, cuda, cuda:N, mps
     resume: bool = False  # continue from the newest checkpoint in out_dir
+    eval_manifest: str | None = None  # held-out JSONL manifest to score during training; None: no evaluation
+    eval_every: int = 0  # steps between evaluations of eval_manifest; 0: after the last step only
+    tensorboard: bool = False  # also write the metrics to out_dir/tensorboard (pip install 'git_scratch[tensorboard]')
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "log_every", "keep_last"):
@@ -81,7 +99,7 @@ class TrainConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"training config field {name} = {value!r} must be a positive integer; "
                                  "fix it in the config file or flag")
-        for name in ("warmup_steps", "save_every", "num_workers"):
+        for name in ("warmup_steps", "save_every", "num_workers", "eval_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"training config field {name} = {value!r} must be a whole number >= 0; "
@@ -89,6 +107,9 @@ class TrainConfig:
         if not self.lr > 0 or (self.vision_lr is not None and not self.vision_lr >= 0):
             raise ValueError(f"training config: lr = {self.lr!r} must be > 0 and vision_lr = {self.vision_lr!r} "
                              ">= 0; fix the rates")
+        if self.eval_every and not self.eval_manifest:
+            raise ValueError(f"training config: eval_every = {self.eval_every} but no eval_manifest; "
+                             "pass --eval-manifest FILE.jsonl, or drop --eval-every")
 
     @classmethod
     def load(cls, path: str | Path, **overrides: Any) -> TrainConfig:
@@ -191,12 +212,12 @@ def save_checkpoint(out_dir: Path, step: int, model: GIT, tokenizer: GitTokenize
 def write_model_dir(directory: Path, model: GIT, tokenizer: GitTokenizer, processor: ImageProcessor,
                     official_layout: bool = True) -> None:
     """Everything a checkpoint directory needs to caption: weights, config, tokenizer, processor.
-    A changed model (docs/extending.md) has no place in the official layout: its state dict goes
-    to model.pt, and whoever rebuilds the same model loads it with `load_state_dict`."""
+    A changed model (docs/extending.md) has no place in the official layout: it is written in the
+    variant layout (checkpoints/variant.py), naming the builder the model was built or loaded with."""
     if official_layout:
         write_model_files(model, directory)
     else:
-        torch.save(model.state_dict(), directory / MODEL_STATE_FILE)
+        write_variant_files(model, directory, builder_of(model))
     tokenizer.save_pretrained(directory)
     processor.save_pretrained(directory)
 
@@ -209,8 +230,12 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 # --- the run ----------------------------------------------------------------------------------
 
 
-def build(cfg: TrainConfig) -> tuple[GIT, GitTokenizer, ImageProcessor]:
-    """The model to train, its tokenizer and processor: from `init`, or fresh from a preset."""
+def build(cfg: TrainConfig, builder: str | None = None) -> tuple[GIT, GitTokenizer, ImageProcessor]:
+    """The model to train, its tokenizer and processor: from `init` (a variant keeps its own
+    builder), or fresh from a preset, built by `builder` when given."""
+    if cfg.init and builder is not None:
+        raise ValueError(f"train got builder={builder} and init={cfg.init}; a builder builds a new model from "
+                         "cfg.model, a checkpoint to fine-tune brings its own (a variant its builder), pass one")
     if cfg.init:
         model = GIT.from_pretrained(cfg.init)
         tokenizer = GitTokenizer.from_pretrained(cfg.tokenizer or cfg.init)
@@ -222,7 +247,8 @@ def build(cfg: TrainConfig) -> tuple[GIT, GitTokenizer, ImageProcessor]:
     model_cfg = preset.replace(vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id,
                                bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id)
     image_size = model_cfg.vision.image_size
-    return GIT.from_config(model_cfg), tokenizer, ImageProcessor(size=image_size, crop_size=image_size)
+    model = GIT.from_config(model_cfg) if builder is None else build_variant(builder, model_cfg)
+    return model, tokenizer, ImageProcessor(size=image_size, crop_size=image_size)
 
 
 def init_distributed(device: str) -> tuple[int, int]:
@@ -235,44 +261,65 @@ def init_distributed(device: str) -> tuple[int, int]:
 
 def train(cfg: TrainConfig, *, model: GIT | None = None, tokenizer: GitTokenizer | None = None,
           processor: ImageProcessor | None = None, progress: bool = False,
-          official_layout: bool = True) -> dict[str, Any]:
+          official_layout: bool = True, builder: str | None = None,
+          allow_changes: bool = False) -> dict[str, Any]:
     """Run (or resume) training; returns a summary. A given model/tokenizer/processor replaces `build`.
-    `official_layout=False` trains a changed model (docs/extending.md): checkpoints hold its state
-    dict as model.pt, and a resumed run loads that into the model given again."""
+    A changed model (docs/extending.md) trains with `builder="package.module:function"`, the
+    function that rebuilds it from its GitConfig (it builds the model too when none is given):
+    checkpoints are then in the variant layout (checkpoints/variant.py), which `resume`,
+    `git_scratch.load` and the CLI read. A model loaded from a variant trains that way by itself.
+    `official_layout=False` without a builder writes the variant layout naming none: a resumed
+    run loads its weights into the model given again, and nothing else can load it.
+    A resume whose settings change the trajectory is refused unless `allow_changes` (check_resume).
+    Ctrl-C saves the last finished step and logs the command that resumes it."""
+    summary_writer = require_tensorboard() if cfg.tensorboard else None  # a missing package fails before any work
     rank, world = init_distributed(cfg.device)
     out_dir = Path(cfg.out_dir)
     resume_from = latest_checkpoint(out_dir) if cfg.resume else None
+    state = None if resume_from is None else torch.load(resume_from / STATE_FILE, map_location="cpu",
+                                                        weights_only=False)
+    if state is not None:
+        check_resume(resume_from, state.get("config", {}), dataclasses.asdict(cfg), allow_changes, warn=rank == 0)
+    if cfg.eval_manifest:
+        read_manifest(cfg.eval_manifest)  # a missing or broken file fails now, not at the first evaluation
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    if resume_from is not None and official_layout:
-        model = GIT.from_pretrained(resume_from)
+    # A variant checkpoint without a builder cannot rebuild its model: the model given gets its weights.
+    rebuildable = resume_from is not None and not (is_variant(resume_from) and read_variant(resume_from).builder is None)
+    if rebuildable:
+        model = GIT.from_pretrained(resume_from)  # official, or a variant rebuilt by its builder
         tokenizer = GitTokenizer.from_pretrained(resume_from)
         processor = ImageProcessor.from_pretrained(resume_from)
     elif model is None or tokenizer is None or processor is None:
-        model, tokenizer, processor = build(cfg)
+        model, tokenizer, processor = build(cfg, builder)
+    if builder is not None and builder_of(model) != builder:
+        check_builder(model, builder)  # now, not at the first load of a checkpoint
+        set_builder(model, builder)
+    official_layout = official_layout and builder_of(model) is None
     if official_layout:
         check_official_layout(model)  # now, not after training, at the first save
-    elif resume_from is not None:
-        model.load_state_dict(torch.load(resume_from / MODEL_STATE_FILE, map_location="cpu", weights_only=True))
+    elif resume_from is not None and not rebuildable:
+        load_variant_weights(model, resume_from)
+    elif builder_of(model) is None:
+        log.warning("training a changed model with no builder: its checkpoints resume only with the model "
+                    "given again; pass builder='package.module:function' to make them loadable")
     device = torch.device(cfg.device)
     accel.optimize(model.to(device).train())  # the fast kernels train too; state_dict is unchanged
     model.set_grad_checkpointing(cfg.grad_checkpointing)
     dataset = ManifestDataset(read_manifest(cfg.train_manifest), processor, tokenizer,
                               num_frames=model.cfg.n_frames, preload=cfg.preload, pack=cfg.pack)
+    if rank == 0:
+        warn_unknown_tokens(dataset.examples, tokenizer)
     optimizer = torch.optim.AdamW(param_groups(model, cfg), betas=cfg.betas,
                                   fused=device.type == "cuda" or None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     start = 0
-    if resume_from is not None:
-        state = torch.load(resume_from / STATE_FILE, map_location="cpu", weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+    if state is not None:
+        resume_optimizer(optimizer, scheduler, state, resume_from)
         start = state["step"]
-        torch.set_rng_state(state["rng"])
-        random.setstate(state["python_rng"])
-        if state["cuda_rng"]:
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        log.info("resuming from %s at step %d", resume_from, start)
+        set_rng_states((state["rng"], state["python_rng"], state["cuda_rng"]))
+        if rank == 0:
+            log.warning("resuming from %s at step %d", resume_from, start)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     loader = DataLoader(dataset, batch_sampler=StepBatches(len(dataset), cfg, rank, world, start),
                         collate_fn=lambda items: collate(items, tokenizer.pad_id), num_workers=cfg.num_workers,
@@ -284,46 +331,84 @@ def train(cfg: TrainConfig, *, model: GIT | None = None, tokenizer: GitTokenizer
     metrics_path = out_dir / "metrics.jsonl"
     history = _read_history(metrics_path, start) if rank == 0 else []
     bar = _progress(cfg.steps, start, progress and rank == 0)
-    t0, tokens_seen, last = time.perf_counter(), 0, {}
-    for step in range(start, cfg.steps):
-        micro = [b for b in (next(batches) for _ in range(cfg.grad_accum)) if b is not None]
-        n_tokens = torch.tensor(float(sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro)), device=device)
-        if world > 1:
-            dist.all_reduce(n_tokens)
-        loss_sum = torch.zeros((), device=device)
-        for i, batch in enumerate(micro):
-            batch = {k: v.to(device) for k, v in batch.items()}
-            sync = net.no_sync() if world > 1 and i < len(micro) - 1 else nullcontext()
-            with sync, autocast:
-                logits = net(batch["pixel_values"], batch["input_ids"], batch["attention_mask"],
-                             segment_ids=batch.get("segment_ids"))
-                token_loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(),
-                                             ignore_index=IGNORE, reduction="sum", label_smoothing=cfg.label_smoothing)
-            # DDP averages gradients over ranks; * world turns that average into the global sum.
-            (token_loss * world / n_tokens.clamp(min=1)).backward()
-            loss_sum += token_loss.detach()
-        grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm) if cfg.clip_norm > 0
-                     else torch.zeros(()))
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if world > 1:
-            dist.all_reduce(loss_sum)
-        tokens_seen += int(n_tokens)
-        last = {"step": step + 1, "loss": loss_sum.item() / max(n_tokens.item(), 1.0),
-                "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
-                "tokens_per_s": tokens_seen / (time.perf_counter() - t0)}
-        if rank == 0:
-            history.append(last)
-            bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{last['tokens_per_s']:.0f}")
-            bar.update()
-            saving = cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps
-            if saving or (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-                _write_history(metrics_path, history)  # a checkpoint never outruns its metrics
-            if saving:
-                save_checkpoint(out_dir, step + 1, model, tokenizer, processor, optimizer, scheduler, cfg,
-                                official_layout)
-    bar.close()
+    board = (summary_writer(str(out_dir / "tensorboard"), purge_step=start + 1 if start else None)
+             if summary_writer is not None and rank == 0 else None)
+    t0, tokens_seen, last, evaluation, eval_seconds = time.perf_counter(), 0, {}, {}, 0.0
+    done, rng, saved = start, rng_states(), start  # steps finished, the RNGs after them, the newest saved
+    try:
+        for step in range(start, cfg.steps):
+            micro = [b for b in (next(batches) for _ in range(cfg.grad_accum)) if b is not None]
+            n_tokens = torch.tensor(float(sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro)),
+                                    device=device)
+            if world > 1:
+                dist.all_reduce(n_tokens)
+            loss_sum = torch.zeros((), device=device)
+            for i, batch in enumerate(micro):
+                batch = {k: v.to(device) for k, v in batch.items()}
+                sync = net.no_sync() if world > 1 and i < len(micro) - 1 else nullcontext()
+                with sync, autocast:
+                    logits = net(batch["pixel_values"], batch["input_ids"], batch["attention_mask"],
+                                 segment_ids=batch.get("segment_ids"))
+                    token_loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(),
+                                                 batch["labels"][:, 1:].flatten(), ignore_index=IGNORE,
+                                                 reduction="sum", label_smoothing=cfg.label_smoothing)
+                # DDP averages gradients over ranks; * world turns that average into the global sum.
+                (token_loss * world / n_tokens.clamp(min=1)).backward()
+                loss_sum += token_loss.detach()
+            grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm) if cfg.clip_norm > 0
+                         else torch.zeros(()))
+            with ctrl_c_held():
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                done, rng = step + 1, rng_states()
+            if world > 1:
+                dist.all_reduce(loss_sum)
+            tokens_seen += int(n_tokens)
+            last = {"step": step + 1, "loss": loss_sum.item() / max(n_tokens.item(), 1.0),
+                    "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                    "tokens_per_s": tokens_seen / (time.perf_counter() - t0 - eval_seconds)}
+            if rank == 0:
+                evaluating = bool(cfg.eval_manifest) and (
+                    step + 1 == cfg.steps or (cfg.eval_every > 0 and (step + 1) % cfg.eval_every == 0))
+                if evaluating:
+                    eval_start = time.perf_counter()
+                    evaluation = evaluate_held_out(model, tokenizer, processor, cfg.eval_manifest)
+                    eval_seconds += time.perf_counter() - eval_start
+                    log.info("step %d: %s", step + 1, ", ".join(f"{k} {v:.4g}" for k, v in evaluation.items()))
+                history.append({**last, **evaluation} if evaluating else last)
+                if board is not None:
+                    write_scalars(board, history[-1])
+                bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{last['tokens_per_s']:.0f}")
+                bar.update()
+                saving = cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps
+                if saving or evaluating or (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+                    _write_history(metrics_path, history)  # a checkpoint never outruns its metrics
+                    if board is not None:
+                        board.flush()
+                if saving:
+                    save_checkpoint(out_dir, step + 1, model, tokenizer, processor, optimizer, scheduler, cfg,
+                                    official_layout)
+                    saved = step + 1
+    except KeyboardInterrupt:
+        bar.close()
+        if rank == 0 and done > saved:
+            set_rng_states(rng)  # as they were after step `done`: the interrupted step's draws are not kept
+            _write_history(metrics_path, history)
+            save_checkpoint(out_dir, done, model, tokenizer, processor, optimizer, scheduler, cfg, official_layout)
+        if rank == 0 and done == 0:
+            log.warning("interrupted before the first step finished; nothing was saved")
+        elif rank == 0:
+            rebuilt = official_layout or builder_of(model) is not None  # else only the model given can resume
+            again = (resume_command(dataclasses.asdict(cfg), dataclasses.asdict(TrainConfig()), world) if rebuilt
+                     else "train() with resume=True and the same model")
+            log.warning("interrupted: step %d is saved in %s; continue with: %s", done,
+                        out_dir / "checkpoints" / f"step-{done:07d}", again)
+        raise
+    finally:
+        bar.close()
+        if board is not None:
+            board.close()
     if rank == 0 and start < cfg.steps:
         save_checkpoint(out_dir, cfg.steps, model, tokenizer, processor, optimizer, scheduler, cfg, official_layout)
         with atomic_directory(out_dir / "model", force=True) as tmp:
@@ -333,7 +418,8 @@ def train(cfg: TrainConfig, *, model: GIT | None = None, tokenizer: GitTokenizer
         dist.barrier()
     model.eval()
     return {"steps": cfg.steps, "final_loss": last.get("loss"), "seconds": time.perf_counter() - t0,
-            "model_dir": str(out_dir / "model"), "model": model, "tokenizer": tokenizer, "processor": processor}
+            "model_dir": str(out_dir / "model"), "model": model, "tokenizer": tokenizer, "processor": processor,
+            "eval": evaluation}
 
 
 def _progress(total: int, start: int, enabled: bool):
