@@ -29,13 +29,15 @@ ERROR_TYPES = ("ValueError", "FileNotFoundError", "FileExistsError")
 
 # Topic -> modules, in the order the doc lists them; a module not named here goes under "Other".
 TOPICS: dict[str, tuple[str, ...]] = {
-    "Checkpoints and config.json": ("checkpoints.hub", "checkpoints.files", "config", "model.git", "model.vision"),
-    "Images and videos": ("data.processor", "data.video"),
+    "Checkpoints and config.json": ("checkpoints.hub", "checkpoints.files", "checkpoints.variant", "config",
+                                    "model.git", "model.vision"),
+    "Images and videos": ("data.processor", "data.inputs", "data.git_processor", "data.video"),
     "Text and the tokenizer": ("data.tokenizer",),
     "Generation": ("generation.search", "generation.constrain"),
-    "Training, manifests and evaluation": ("training.loop", "data.manifest", "training.evaluate"),
+    "Training, manifests and evaluation": ("training.loop", "training.resume", "training.monitor", "data.manifest",
+                                           "training.evaluate"),
     "Command line": ("cli.__main__", "cli.common", "cli.caption", "cli.vqa", "cli.convert", "cli.info", "cli.demo",
-                     "cli.train", "cli.eval", "cli.mask", "cli.parity", "cli.attention"),
+                     "cli.train", "cli.eval", "cli.mask", "cli.parity", "cli.attention", "cli.init"),
     "Parity with transformers": ("tools.parity",),
     "Demo and pictures": ("demo.recipe", "demo.shapes", "tools.pictures", "tools.attention"),
 }

@@ -18,7 +18,6 @@ from __future__ import annotations
 from functools import partial
 from importlib import metadata
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from einops import rearrange
