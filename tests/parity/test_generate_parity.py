@@ -84,3 +84,56 @@ def test_video_tokens_identical(tmp_path, name: str) -> None:
     with torch.no_grad():
         theirs = hf.generate(pixel_values=pixel_values, max_new_tokens=8, **SETTINGS[name])
     assert torch.equal(ours.generate(pixel_values, max_new_tokens=8, **SETTINGS[name]), theirs)
+
+
+# Beam sampling draws 2K candidates from the global RNG, so each side gets the same seed. "plain"
+# leaves top_k to both sides' default (50, transformers' GenerationConfig default); "top_k0"
+# switches it off on both.
+BEAM_SAMPLING: dict[str, dict[str, Any]] = {
+    "plain": {},
+    "top_k0": {"top_k": 0},
+    "temperature1.3": {"temperature": 1.3},
+    "top_k50": {"top_k": 50},
+    "top_p0.8": {"top_p": 0.8},
+    "t0.7_k20_p0.9": {"temperature": 0.7, "top_k": 20, "top_p": 0.9},
+}
+
+
+def sample_both(hf, ours, seed: int, *args: torch.Tensor, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ours, theirs) from the same global seed; args are pixel_values[, input_ids, attention_mask]."""
+    names = ["pixel_values", "input_ids", "attention_mask"]
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        theirs = hf.generate(**dict(zip(names, args)), do_sample=True, **kwargs)  # both sides' defaults (top_k 50)
+    torch.manual_seed(seed)
+    return ours.generate(*args, do_sample=True, **kwargs), theirs
+
+
+@pytest.mark.parametrize("num_beams", [2, 3])
+@pytest.mark.parametrize("name", list(BEAM_SAMPLING))
+def test_beam_sampling_tokens_identical(models, num_beams: int, name: str) -> None:
+    hf, ours, pixel_values = models
+    drawn = set()
+    for seed in range(5):
+        mine, theirs = sample_both(hf, ours, seed, pixel_values, max_new_tokens=10, num_beams=num_beams,
+                                   **BEAM_SAMPLING[name])
+        assert torch.equal(mine, theirs), f"seed {seed}"
+        drawn.add(tuple(mine.flatten().tolist()))
+    assert len(drawn) > 1  # the seeds really steer the draws: this is sampling, not beam search
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"num_beams": 3, "num_return_sequences": 2, "min_new_tokens": 2, "length_penalty": 0.6},
+    {"num_beams": 2, "early_stopping": True, "temperature": 0.8},
+    {"num_beams": 3, "early_stopping": "never", "length_penalty": 1.5, "top_p": 0.9},
+], ids=["ret2_min2_lp0.6", "early_t0.8", "never_lp1.5_p0.9"])
+def test_beam_sampling_left_padded_prompts_identical(models, kwargs: dict[str, Any]) -> None:
+    hf, ours, pixel_values = models
+    lengths = [2, 5, 3, 1, 4, 5]
+    input_ids = torch.randint(3, 99, (6, 5), generator=torch.Generator().manual_seed(1))
+    attention_mask = (torch.arange(5)[None] >= 5 - torch.tensor(lengths)[:, None]).long()
+    input_ids = input_ids.masked_fill(attention_mask == 0, 0)
+    input_ids[torch.arange(6), 5 - torch.tensor(lengths)] = hf.config.bos_token_id
+    for seed in range(5):
+        mine, theirs = sample_both(hf, ours, seed, pixel_values, input_ids, attention_mask, max_new_tokens=8, **kwargs)
+        assert torch.equal(mine, theirs), f"seed {seed}"

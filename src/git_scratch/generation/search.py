@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ..config import GitConfig
 from ..model.git import GIT, check_pixel_values, text_mask_for
-from .prefix import DecodeState, ImagePrefix, decode_step, encode_prefix, prefill, reorder_beams
+from .prefix import DecodeState, ImagePrefix, decode_step, empty_prefix, encode_prefix, prefill, reorder_beams
 
 # (sequences so far (R, t), scores (R, V)) -> scores; how constraints and warpers plug in.
 Processor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -103,8 +103,11 @@ def beam_search(model: GIT, state: DecodeState, logits: torch.Tensor, input_ids:
         log_probs = process(running[:, :, :cur_len].flatten(0, 1), F.log_softmax(logits, dim=-1))
         totals = (log_probs.view(batch, k, -1) + running_scores[:, :, None]).flatten(1)  # (B, K*V)
         if sample:
+            # 2K draws without replacement from the accumulated scores, then sorted best first as
+            # transformers does: step b's topk and the first-K finished test read that order
             top_idx = torch.multinomial(totals.softmax(-1), n_keep, generator=generator)
-            top_scores = totals.gather(1, top_idx)
+            top_scores, order = totals.gather(1, top_idx).sort(dim=-1, descending=True)
+            top_idx = top_idx.gather(1, order)
         else:
             top_scores, top_idx = torch.topk(totals, n_keep)  # (B, 2K)
         vocab = logits.shape[-1]
@@ -157,7 +160,7 @@ def beam_search(model: GIT, state: DecodeState, logits: torch.Tensor, input_ids:
 def generate(model: GIT, pixel_values: torch.Tensor | None, input_ids: torch.Tensor | None = None,
              attention_mask: torch.Tensor | None = None, *, max_new_tokens: int = 20,
              min_new_tokens: int = 0, num_beams: int = 1, do_sample: bool = False,
-             temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+             temperature: float = 1.0, top_k: int | None = 50, top_p: float | None = None,
              length_penalty: float = 1.0, early_stopping: bool | str = False,
              num_return_sequences: int = 1, generator: torch.Generator | None = None,
              constraint: Processor | None = None, prefix: ImagePrefix | None = None,
@@ -167,9 +170,12 @@ def generate(model: GIT, pixel_values: torch.Tensor | None, input_ids: torch.Ten
     transformers' `generate` returns them. `input_ids=None` means the prompt `[bos]`; batched
     prompts are left-padded with `attention_mask`. The image prefix is computed once per image
     and shared by all beams and returned sequences (prefix.py); `prefix`/`image_index` let a
-    caller reuse one for many prompts (`answer`); `constraint` restricts the tokens (constrain.py)."""
+    caller reuse one for many prompts (`answer`); `constraint` restricts the tokens (constrain.py).
+    `pixel_values=None` decodes text alone, as transformers does: zero image tokens."""
     cfg = model.cfg
     device = model.lm_head.weight.device
+    if prefix is None and pixel_values is None:
+        prefix = empty_prefix(model)  # one image-less prefix, shared by all prompts
     n_images = prefix.keys[0].shape[0] if prefix is not None else pixel_values.shape[0]
     if input_ids is None:
         input_ids = torch.full((n_images, 1), cfg.bos_id, dtype=torch.long, device=device)
