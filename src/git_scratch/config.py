@@ -36,6 +36,7 @@ class VisionConfig:
     d_ff: int = 3072  # MLP hidden width (4 * d_model in every released checkpoint)
     act: str = "quick_gelu"  # OpenAI CLIP used QuickGELU, x * sigmoid(1.702 x)
     norm_eps: float = 1e-5
+    attn_dropout: float = 0.0  # on the ViT's attention probabilities, in [0, 1) (training only)
     # Only for training from scratch (a checkpoint's table replaces it): 0 starts the position
     # table as GIT does, N(0, init_std); s > 0 starts it as MAE's 2-D sin-cos table times s
     # (vision.sincos_table), so even an untrained tower tells where a patch is (docs/training.md).
@@ -195,7 +196,8 @@ def validate(cfg: GitConfig) -> None:
         raise ValueError(f"config field n_frames = {cfg.n_frames!r} must be a positive integer or null")
     if not isinstance(cfg.tie_embeddings, bool):
         raise ValueError(f"config field tie_embeddings = {cfg.tie_embeddings!r} must be true or false")
-    for name, p in (("dropout", cfg.dropout), ("attn_dropout", cfg.attn_dropout)):
+    for name, p in (("dropout", cfg.dropout), ("attn_dropout", cfg.attn_dropout),
+                    ("vision.attn_dropout", v.attn_dropout)):
         if not _is_real(p) or not 0.0 <= p < 1.0:
             raise ValueError(f"config field {name} = {p!r} must be a number in [0, 1)")
     for name, tok in (("pad_id", cfg.pad_id), ("bos_id", cfg.bos_id), ("eos_id", cfg.eos_id)):

@@ -48,6 +48,7 @@ VISION_FIELD_MAP: list[tuple[str, str]] = [
     ("intermediate_size", "d_ff"),
     ("hidden_act", "act"),
     ("layer_norm_eps", "norm_eps"),
+    ("attention_dropout", "attn_dropout"),
 ]
 # Our field -> the name a user sees in config.json, for error messages.
 HF_NAMES = {ours: hf for hf, ours in FIELD_MAP} | {
@@ -56,7 +57,6 @@ HF_NAMES = {ours: hf for hf, ours in FIELD_MAP} | {
 REQUIRED_VALUES: dict[tuple[str, str], tuple[Any, ...]] = {
     ("", "position_embedding_type"): ("absolute",),
     ("vision_config", "num_channels"): (3,),
-    ("vision_config", "attention_dropout"): (0, 0.0),
 }
 
 

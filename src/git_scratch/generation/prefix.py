@@ -70,6 +70,14 @@ def encode_prefix(model: GIT, pixel_values: torch.Tensor) -> ImagePrefix:
     return ImagePrefix(tuple(c.k for c in caches), tuple(c.v for c in caches))
 
 
+def empty_prefix(model: GIT) -> ImagePrefix:
+    """The prefix of text alone (transformers' GitForCausalLM without pixel_values): keys and
+    values of zero image tokens in every layer, (1, H, 0, Dh), shared by all prompts as one
+    image is."""
+    caches = model.new_caches(1, 0)
+    return ImagePrefix(tuple(c.k for c in caches), tuple(c.v for c in caches))
+
+
 def prefill(model: GIT, prefix: ImagePrefix, image_index: torch.Tensor, input_ids: torch.Tensor,
             attention_mask: torch.Tensor, max_new_tokens: int) -> tuple[DecodeState, torch.Tensor]:
     """Start R rows: row r decodes image `image_index[r]` after prompt `input_ids[r]` (left-padded).

@@ -102,11 +102,15 @@ class GIT(nn.Module):
         check_pixel_values(pixel_values, self.cfg)
         return self.image_proj(self.vision(pixel_values))
 
-    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
+    def forward(self, pixel_values: torch.Tensor | None, input_ids: torch.Tensor,
                 attention_mask: torch.Tensor | None = None, *, segment_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, T, V) of the text positions. attention_mask (B, T): 1 real token, 0 padding.
-        segment_ids (B, T), optional: several texts packed after one image (mask.py)."""
-        image_embeds = self.encode_image(pixel_values)  # (B_img, N, D)
+        segment_ids (B, T), optional: several texts packed after one image (mask.py).
+        pixel_values None: text alone, as transformers' GitForCausalLM allows: zero image tokens."""
+        if pixel_values is None:
+            image_embeds = self.embed.word.weight.new_zeros(input_ids.shape[0], 0, self.cfg.d_model)  # (B, 0, D)
+        else:
+            image_embeds = self.encode_image(pixel_values)  # (B_img, N, D)
         text_mask = text_mask_for(input_ids, attention_mask)
         if image_embeds.shape[0] != input_ids.shape[0]:
             if image_embeds.shape[0] != 1:
@@ -192,6 +196,9 @@ def text_mask_for(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) 
 
 def check_pixel_values(pixel_values: torch.Tensor, cfg: GitConfig) -> None:
     """One-line errors for the shapes users get wrong, before they reach a conv deep inside."""
+    if pixel_values is None:  # reached only where images are needed: forward and generate take None
+        raise ValueError("pixel_values is None here, where an image is needed; pass ImageProcessor()(images), "
+                         "or call the model or generate with None for text alone")
     if not isinstance(pixel_values, torch.Tensor):
         hint = "inputs['pixel_values']" if isinstance(pixel_values, dict) else "ImageProcessor()(images)"
         raise ValueError(f"pixel_values is a {type(pixel_values).__name__}, not a tensor; pass {hint}")

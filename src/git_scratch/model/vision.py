@@ -45,6 +45,11 @@ class ImageEncoder(nn.Module):
             norm_layer=partial(LayerNorm, eps=cfg.norm_eps),
         )
         check_tower(self.vit)
+        # open_clip builds its attention without dropout; CLIP's (HF's attention_dropout) drops
+        # attention probabilities in training. nn.MultiheadAttention and accel's SDPA version
+        # both read `dropout` and apply it only while training.
+        for block in self.vit.transformer.resblocks:
+            block.attn.dropout = cfg.attn_dropout
         self.vit.proj = None  # CLIP's contrastive projection of the pooled token: GIT has none
         # One learned vector per frame, added to all of that frame's tokens (zeros at init, as in GIT).
         self.frame_embed = nn.Parameter(torch.zeros(n_frames, 1, cfg.d_model)) if n_frames else None
