@@ -31,8 +31,9 @@ ERROR_TYPES = ("ValueError", "FileNotFoundError", "FileExistsError")
 TOPICS: dict[str, tuple[str, ...]] = {
     "Checkpoints and config.json": ("checkpoints.hub", "checkpoints.files", "checkpoints.variant", "config",
                                     "model.git", "model.vision"),
-    "Images and videos": ("data.processor", "data.inputs", "data.git_processor", "data.video"),
-    "Text and the tokenizer": ("data.tokenizer",),
+    "Images and videos": ("data.processor", "data.processor_config", "data.inputs", "data.git_processor",
+                          "data.video"),
+    "Text and the tokenizer": ("data.tokenizer", "data.tokenizer_files"),
     "Generation": ("generation.search", "generation.constrain"),
     "Training, manifests and evaluation": ("training.loop", "training.resume", "training.monitor", "data.manifest",
                                            "training.evaluate"),

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from ..config import GitConfig
-from ..data.processor import CONFIG_NAME as PREPROCESSOR_CONFIG
 from ..data.processor import ImageProcessor, load_image
+from ..data.processor_config import find_settings
 from ..data.tokenizer import GitTokenizer
 from ..data.video import load_video_frames, preprocess_video
 from ..model.git import GIT
@@ -54,10 +54,10 @@ def load_pipeline(args: argparse.Namespace) -> Pipeline:
     model = GIT.from_pretrained(directory, dtype=DTYPES[args.dtype], device=device)
     log.info("loaded %s (%s, %s) in %.1f s", directory, args.dtype, device, time.perf_counter() - start)
     check_tokenizer(tokenizer, model.cfg, directory)
-    # Official checkpoints ship preprocessor_config.json and it is used as it is, even at another
-    # size than the ViT's (GIT interpolates its position table); without one, CLIP preprocessing
-    # at the size the ViT was trained for.
-    has_config = (directory / PREPROCESSOR_CONFIG).is_file()
+    # Official checkpoints ship preprocessor_config.json (transformers 5.x: processor_config.json) and
+    # it is used as it is, even at another size than the ViT's (GIT interpolates its position table);
+    # without one, CLIP preprocessing at the size the ViT was trained for.
+    has_config = find_settings(directory) is not None
     processor = ImageProcessor.from_pretrained(directory, None if has_config else model.cfg.vision.image_size)
     return Pipeline(args.model, model, tokenizer, processor)
 

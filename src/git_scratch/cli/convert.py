@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 # Everything besides the weights that makes a checkpoint directory usable; convert copies these.
 COMPANION_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-                   "preprocessor_config.json", "generation_config.json")
+                   "preprocessor_config.json", "processor_config.json", "generation_config.json")
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:

@@ -38,7 +38,8 @@ class GitProcessor:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, image_size: int | None = None) -> GitProcessor:
-        """Both parts from one checkpoint directory (preprocessor_config.json, tokenizer files)."""
+        """Both parts from one checkpoint directory: the image processor as transformers of any version
+        saved it (processor_config.json or preprocessor_config.json), the tokenizer files."""
         return cls(ImageProcessor.from_pretrained(path, image_size), GitTokenizer.from_pretrained(path))
 
     def save_pretrained(self, path: str | Path) -> None:

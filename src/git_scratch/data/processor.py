@@ -1,6 +1,7 @@
 """Image preprocessing to `pixel_values`: load any image file as RGB, resize, centre-crop, normalise.
 
-GIT checkpoints ship a `preprocessor_config.json` for transformers' `CLIPImageProcessor`. In
+GIT checkpoints ship a `preprocessor_config.json` for transformers' `CLIPImageProcessor` (or, saved by
+transformers 5.x, the same nested in `processor_config.json`; processor_config.py reads every layout). In
 transformers 5.x `AutoImageProcessor` picks its torchvision backend by default, and this file
 reproduces that backend step by step on the same PIL image (docs/processing.md, checked by
 tests/data/test_processor.py to 1e-5):
@@ -36,8 +37,9 @@ from PIL import Image, ImageOps
 
 from ..atomic import atomic_write_text
 from .inputs import ImageInput, ModelInputs, image_list, pixels_uint8, shorten_repr
+from .processor_config import PREPROCESSOR_FILE, PROCESSOR_FILE, find_settings, parse_settings, read_json
 
-CONFIG_NAME = "preprocessor_config.json"
+CONFIG_NAME = PREPROCESSOR_FILE
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # preprocessor_config.json stores PIL's resampling codes; transformers maps them to these modes
@@ -61,6 +63,7 @@ class ImageProcessor:
     """The CLIP preprocessing GIT was trained with. Defaults are microsoft/git-base's config."""
 
     size: int = 224  # shortest edge after the resize (aspect ratio kept)
+    keep_aspect_ratio: bool = True  # False: resize to size x size, as a size of {"height": n, "width": n} says
     crop_size: int = 224  # side of the square centre crop; the ViT's image_size
     mean: tuple[float, float, float] = CLIP_MEAN  # per channel, on the [0, 1] scale
     std: tuple[float, float, float] = CLIP_STD
@@ -84,39 +87,33 @@ class ImageProcessor:
                 or 0 in self.std or self.rescale_factor <= 0):
             raise ValueError(f"mean = {self.mean} and std = {self.std} need three numbers each, std non-zero, "
                              f"and rescale_factor = {self.rescale_factor!r} a positive number")
-        for name in ("do_resize", "do_center_crop", "do_rescale", "do_normalize", "do_convert_rgb"):
+        for name in ("keep_aspect_ratio", "do_resize", "do_center_crop", "do_rescale", "do_normalize",
+                     "do_convert_rgb"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} = {getattr(self, name)!r} must be true or false")
 
     @classmethod
     def from_pretrained(cls, path: str | Path, image_size: int | None = None) -> ImageProcessor:
-        """Read `path/preprocessor_config.json`; without one, CLIP preprocessing at `image_size` (224)."""
+        """Read the image processor of any transformers generation in `path`: processor_config.json's
+        nested "image_processor" (5.x), else preprocessor_config.json (4.2x to 5.x; processor_config.py).
+        Without either, CLIP preprocessing at `image_size` (224)."""
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"checkpoint directory {path} not found")
-        file = path / CONFIG_NAME
-        if not file.is_file():
+        settings = find_settings(path)
+        if settings is None:
             return cls() if image_size is None else cls(size=image_size, crop_size=image_size)
-        processor = cls.from_dict(_read_json(file), source=str(file))
+        processor = cls.from_dict(*settings)
         if image_size is not None and image_size != processor.crop_size:
-            raise ValueError(f"{file} crops to {processor.crop_size} px but image_size = {image_size}; "
+            raise ValueError(f"{settings[1]} crops to {processor.crop_size} px but image_size = {image_size}; "
                              f"drop image_size or edit crop_size and size in that file")
         return processor
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = CONFIG_NAME) -> ImageProcessor:
-        """From transformers' field names; `size` and `crop_size` may be dicts or (older files) ints."""
-        fields = {
-            "size": _side(data.get("size", 224), ("shortest_edge",), "size", source),
-            "crop_size": _side(data.get("crop_size", 224), ("height", "width"), "crop_size", source),
-        }
-        for name in ("image_mean", "image_std", "rescale_factor", "resample", "do_resize", "do_center_crop",
-                     "do_rescale", "do_normalize", "do_convert_rgb"):
-            if data.get(name) is not None:
-                fields[name.removeprefix("image_")] = data[name]
+        """From transformers' field names, in any layout it has written (processor_config.parse_settings)."""
+        fields = parse_settings(data, source)
         try:
-            fields["mean"] = tuple(fields.get("mean", CLIP_MEAN))
-            fields["std"] = tuple(fields.get("std", CLIP_STD))
             return cls(**fields)
         except (TypeError, ValueError) as e:
             raise ValueError(f"{source}: {e}") from None
@@ -124,18 +121,24 @@ class ImageProcessor:
     def to_dict(self) -> dict[str, Any]:
         """transformers' field names, as in the official microsoft/git-* preprocessor_config.json."""
         fields = asdict(self)
+        square = {"height": self.size, "width": self.size}
         return {
             "image_processor_type": "CLIPImageProcessor",
-            "size": {"shortest_edge": self.size},
+            "size": {"shortest_edge": self.size} if self.keep_aspect_ratio else square,
             "crop_size": {"height": self.crop_size, "width": self.crop_size},
             "image_mean": list(self.mean),
             "image_std": list(self.std),
-            **{k: v for k, v in fields.items() if k not in ("size", "crop_size", "mean", "std")},
+            **{k: v for k, v in fields.items() if k not in ("size", "keep_aspect_ratio", "crop_size", "mean", "std")},
         }
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Write `path/preprocessor_config.json` atomically (temp file, then rename); returns the file."""
         path = Path(path)
+        nested = path / PROCESSOR_FILE
+        if nested.is_file() and "image_processor" in read_json(nested):
+            # transformers and from_pretrained read the nested one first: the file written here would be ignored.
+            raise FileExistsError(f"{nested} holds an image processor that would be read instead of the "
+                                  f"{CONFIG_NAME} written here; delete it or save into another directory")
         path.mkdir(parents=True, exist_ok=True)
         file = path / CONFIG_NAME
         atomic_write_text(file, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
@@ -186,7 +189,10 @@ class ImageProcessor:
         return self.normalize(x)
 
     def resized_shape(self, height: int, width: int) -> tuple[int, int]:
-        """(height, width) after the resize: shortest edge -> size, the long edge truncated, not rounded."""
+        """(height, width) after the resize: shortest edge -> size, the long edge truncated, not rounded;
+        size x size when keep_aspect_ratio is false."""
+        if not self.keep_aspect_ratio:
+            return self.size, self.size
         short, long = min(height, width), max(height, width)
         new_long = int(self.size * long / short)  # transformers' get_resize_output_image_size
         return (new_long, self.size) if width <= height else (self.size, new_long)
@@ -344,28 +350,6 @@ def sniff_media(path: str | Path) -> Literal["image", "video"]:
     except (av.FFmpegError, OSError, ValueError):
         pass
     raise ValueError(f"{path} is neither an image Pillow can open nor a video with a video stream")
-
-
-def _read_json(file: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise ValueError(f"{file} is not valid JSON ({e}); fix or delete it") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{file} is not a JSON object; is it a preprocessor_config.json?")
-    return data
-
-
-def _side(value: Any, keys: tuple[str, ...], field: str, source: str) -> int:
-    """224, {"shortest_edge": 224} or {"height": 224, "width": 224} -> 224 (null entries ignored)."""
-    if isinstance(value, dict):
-        value = {k: v for k, v in value.items() if v is not None}
-        if set(value) == set(keys) and len(set(value.values())) == 1:
-            value = value[keys[0]]
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    wanted = " and ".join(f'"{k}": N' for k in keys)
-    raise ValueError(f"{source}: {field} = {value!r} is not supported; GIT uses {{{wanted}}} or a plain int N")
 
 
 def _is_int(value: Any) -> bool:

@@ -9,7 +9,15 @@ GIT's prompts, as in the VQA example of transformers/models/git/modeling_git.py:
     captioning   [CLS]                    the model generates the caption, then [SEP]
     question     [CLS] what is this ?     no [SEP]: the answer continues the question
 
-References: transformers/models/bert/tokenization_bert.py (the WordPiece pipeline and defaults).
+Decoding tidies the spaces WordPiece leaves around apostrophes ("don ' t" -> "don't") when
+tokenizer_config.json's clean_up_tokenization_spaces says so, as transformers does. A file without
+the flag gets BERT's own default, true (every transformers before 5, and 5.x's Python
+BertTokenizer); transformers 5.x's tokenizers-backed BertTokenizer reads a missing flag as false
+and gives "don ' t", which is not what GIT's captions looked like. save_pretrained writes the flag,
+so transformers decodes our files as we do.
+
+References: transformers/models/bert/tokenization_bert.py (the WordPiece pipeline and defaults),
+tokenization_utils_base.py (clean_up_tokenization).
 Letters: B batch, T text tokens.
 """
 
@@ -22,16 +30,21 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
 from ..atomic import atomic_write_text
 from .inputs import ModelInputs
+from .tokenizer_files import bert_wordpiece, is_bert, read_json_object, read_tokenizer_json, token_name
 
 # transformers' BERT defaults; tokenizer_config.json may rename any of them.
 DEFAULT_SPECIALS: dict[str, str] = {
     "cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "unk_token": "[UNK]",
 }
 DEFAULT_MASK = "[MASK]"
+# transformers' clean_up_tokenization (tokenization_utils_base.py), in its order: spaces that
+# joining WordPiece tokens puts before punctuation and around apostrophes.
+CLEAN_UP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
+            (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
 # The word-level specials and their ids; the words follow from id 4.
 WORD_LEVEL_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
 
@@ -41,7 +54,8 @@ class GitTokenizer:
 
     def __init__(self, backend: Tokenizer, *, cls_token: str = "[CLS]", sep_token: str = "[SEP]",
                  pad_token: str = "[PAD]", unk_token: str = "[UNK]", mask_token: str | None = None,
-                 model_max_length: int | None = None, source: str = "tokenizer") -> None:
+                 model_max_length: int | None = None, clean_up_tokenization_spaces: bool = True,
+                 source: str = "tokenizer") -> None:
         # Truncation and padding are ours to do (left padding in batch_prompts); a tokenizer.json
         # that bakes them in would silently cut or pad every encode.
         backend.no_truncation()
@@ -67,6 +81,8 @@ class GitTokenizer:
         self.pad_id: int = backend.token_to_id(pad_token)
         self.unk_id: int = backend.token_to_id(unk_token)
         self.model_max_length = model_max_length
+        # transformers skips the clean-up for BPE models, where it would eat real spaces.
+        self.clean_up_tokenization_spaces = clean_up_tokenization_spaces and not isinstance(backend.model, models.BPE)
 
     @property
     def vocab_size(self) -> int:
@@ -82,13 +98,13 @@ class GitTokenizer:
             raise FileNotFoundError(f"{directory}: no such directory; pass a checkpoint directory "
                                     "holding tokenizer.json or vocab.txt")
         config_path = directory / "tokenizer_config.json"
-        config = _read_json_object(config_path) if config_path.is_file() else {}
-        specials = {role: _token_name(config.get(role)) or default for role, default in DEFAULT_SPECIALS.items()}
-        mask_token = _token_name(config.get("mask_token")) or DEFAULT_MASK
+        config = read_json_object(config_path) if config_path.is_file() else {}
+        specials = {role: token_name(config.get(role)) or default for role, default in DEFAULT_SPECIALS.items()}
+        mask_token = token_name(config.get("mask_token")) or DEFAULT_MASK
         if (directory / "tokenizer.json").is_file():
-            backend = _read_tokenizer_json(directory / "tokenizer.json")
+            backend = read_tokenizer_json(directory / "tokenizer.json")
         elif (directory / "vocab.txt").is_file():
-            backend = _bert_wordpiece(directory / "vocab.txt", config, specials)
+            backend = bert_wordpiece(directory / "vocab.txt", config, specials)
         else:
             raise FileNotFoundError(f"{directory} has no tokenizer.json or vocab.txt; copy them from the original "
                                     "checkpoint (e.g. microsoft/git-base) or build one with GitTokenizer.word_level")
@@ -96,14 +112,20 @@ class GitTokenizer:
             mask_token = None
         max_length = config.get("model_max_length")
         max_length = max_length if isinstance(max_length, int) and not isinstance(max_length, bool) else None
-        return cls(backend, **specials, mask_token=mask_token, model_max_length=max_length, source=str(directory))
+        clean_up = config.get("clean_up_tokenization_spaces")
+        if clean_up is not None and not isinstance(clean_up, bool):
+            raise ValueError(f"{config_path}: clean_up_tokenization_spaces = {clean_up!r:.40} is not true or false; "
+                             "write true or false in that file")
+        return cls(backend, **specials, mask_token=mask_token, model_max_length=max_length,
+                   clean_up_tokenization_spaces=is_bert(backend) if clean_up is None else clean_up,
+                   source=str(directory))
 
     @classmethod
     def word_level(cls, words: Iterable[str]) -> GitTokenizer:
         """Whole words, lowercased, split on whitespace and punctuation.
 
         Ids: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3, then `words` in sorted order. Decoding joins words
-        with single spaces, so a sentence of vocabulary words comes back exactly.
+        with single spaces and tidies none, so a sentence of vocabulary words comes back exactly.
         """
         if isinstance(words, (str, bytes)):
             raise ValueError(f"word_level got one string {words[:40]!r}; pass a list of words, e.g. text.split()")
@@ -120,7 +142,7 @@ class GitTokenizer:
         backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
         backend.normalizer = normalizer
         backend.pre_tokenizer = pre_tokenizer
-        return cls(backend, source="word_level")
+        return cls(backend, clean_up_tokenization_spaces=False, source="word_level")
 
     # --- encoding ----------------------------------------------------------------------------
 
@@ -198,7 +220,7 @@ class GitTokenizer:
         """The text of `ids`, as transformers decodes it, except that nothing unknown vanishes:
         skip_special_tokens drops [CLS], [SEP], [PAD] and [MASK] but keeps [UNK], and an id the
         tokenizer does not have (a model with a larger vocabulary can generate one) reads
-        "[UNK id N]" instead of being skipped."""
+        "[UNK id N]" instead of being skipped. Spaces are tidied as clean_up_tokenization_spaces says."""
         ids = _id_list(ids)
         if skip_special_tokens:
             ids = [i for i in ids if i not in self.skipped_ids]
@@ -210,7 +232,11 @@ class GitTokenizer:
             pieces += [self.backend.decode(known, skip_special_tokens=False), f"[UNK id {i}]"]
             known = []
         pieces.append(self.backend.decode(known, skip_special_tokens=False))
-        return " ".join(piece for piece in pieces if piece)
+        text = " ".join(piece for piece in pieces if piece)
+        if self.clean_up_tokenization_spaces:
+            for spaced, tidy in CLEAN_UP:
+                text = text.replace(spaced, tidy)
+        return text
 
     def batch_decode(self, sequences: Sequence[Sequence[int]] | torch.Tensor,
                      skip_special_tokens: bool = True) -> list[str]:
@@ -260,10 +286,11 @@ class GitTokenizer:
         config: dict[str, Any] = {
             "do_lower_case": normalizer is not None and normalizer.normalize_str("A") == "a",
             **self.special_tokens,
+            "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces,
         }
         if self.model_max_length is not None:
             config["model_max_length"] = self.model_max_length
-        if _is_bert(self.backend):
+        if is_bert(self.backend):
             # transformers' BertTokenizer rebuilds the pipeline from these flags, so they must
             # describe the normaliser in tokenizer.json exactly.
             config.update(tokenizer_class="BertTokenizer", strip_accents=normalizer.strip_accents,
@@ -276,71 +303,6 @@ class GitTokenizer:
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def _is_bert(backend: Tokenizer) -> bool:
-    return (isinstance(backend.model, models.WordPiece)
-            and isinstance(backend.normalizer, normalizers.BertNormalizer)
-            and isinstance(backend.pre_tokenizer, pre_tokenizers.BertPreTokenizer))
-
-
-def _bert_wordpiece(vocab_path: Path, config: dict[str, Any], specials: dict[str, str]) -> Tokenizer:
-    """The pipeline of transformers' BertTokenizer, with its defaults for flags the config omits."""
-    vocab = _read_vocab(vocab_path)
-    backend = Tokenizer(models.WordPiece(vocab, unk_token=specials["unk_token"], max_input_chars_per_word=100))
-    backend.normalizer = normalizers.BertNormalizer(
-        clean_text=True,
-        handle_chinese_chars=config.get("tokenize_chinese_chars", True),
-        strip_accents=config.get("strip_accents"),  # None: strip exactly when lowercasing
-        lowercase=config.get("do_lower_case", True),
-    )
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.decoder = decoders.WordPiece(prefix="##")
-    cls_token, sep_token = specials["cls_token"], specials["sep_token"]
-    if cls_token in vocab and sep_token in vocab:  # else GitTokenizer reports the missing token
-        # Unused by GIT's prompts; it makes a saved tokenizer.json add specials like the official one.
-        backend.post_processor = processors.TemplateProcessing(
-            single=f"{cls_token}:0 $A:0 {sep_token}:0",
-            pair=f"{cls_token}:0 $A:0 {sep_token}:0 $B:1 {sep_token}:1",
-            special_tokens=[(cls_token, vocab[cls_token]), (sep_token, vocab[sep_token])],
-        )
-    return backend
-
-
-def _read_vocab(path: Path) -> dict[str, int]:
-    # As transformers' load_vocab: one token per line, id = line number, a repeated token keeps its last id.
-    try:
-        with open(path, encoding="utf-8") as f:
-            return {line.rstrip("\n"): i for i, line in enumerate(f)}
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 ({e.reason} at byte {e.start}); "
-                         "restore it from the original checkpoint") from None
-
-
-def _read_tokenizer_json(path: Path) -> Tokenizer:
-    try:
-        return Tokenizer.from_file(str(path))
-    except Exception as e:  # tokenizers raises a bare Exception for every kind of bad file
-        raise ValueError(f"{path} is not a valid tokenizer.json ({_first_line(e)}); "
-                         "restore it from the original checkpoint or delete it to fall back to vocab.txt") from None
-
-
-def _read_json_object(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise ValueError(f"{path} is not valid JSON ({_first_line(e)}); "
-                         "restore it from the original checkpoint") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} is not a JSON object; restore it from the original checkpoint")
-    return data
-
-
-def _token_name(value: Any) -> str | None:
-    """A special token as tokenizer_config.json writes it: a string, or an AddedToken dict with "content"."""
-    if isinstance(value, dict):
-        value = value.get("content")
-    return value if isinstance(value, str) and value else None
 
 
 def _as_text(text: str | bytes) -> str:
@@ -394,7 +356,3 @@ def _pad_target(padding: bool | str, max_length: int | None, padding_side: str,
 def _without_left_padding(ids: list[int], pad_id: int) -> list[int]:
     start = next((i for i, token in enumerate(ids) if token != pad_id), len(ids))
     return ids[start:]
-
-
-def _first_line(e: BaseException) -> str:
-    return str(e).splitlines()[0] if str(e) else type(e).__name__

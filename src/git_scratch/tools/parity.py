@@ -37,6 +37,7 @@ from torch import nn
 from ..checkpoints.hub import config_to_hf
 from ..config import GitConfig
 from ..data.processor import ImageProcessor, load_image
+from ..data.processor_config import find_settings
 from ..data.tokenizer import GitTokenizer
 from ..model.git import GIT, git_loss
 
@@ -139,7 +140,7 @@ def make_inputs(directory: Path, cfg: GitConfig, *, image: str | None = None, te
     """The checkpoint's processor and tokenizer when it has them. Without a tokenizer (a preset),
     the text is `n_random_ids` seeded random ids and the prompt [CLS]."""
     rng = np.random.default_rng(seed)
-    has_processor = (directory / "preprocessor_config.json").is_file()
+    has_processor = find_settings(directory) is not None  # preprocessor_config.json, or 5.x's processor_config.json
     processor = ImageProcessor.from_pretrained(directory, None if has_processor else cfg.vision.image_size)
     if image is None:
         picture = generated_image(rng, processor.crop_size)
