@@ -34,7 +34,7 @@ TOPICS: dict[str, tuple[str, ...]] = {
     "Images and videos": ("data.processor", "data.processor_config", "data.inputs", "data.git_processor",
                           "data.video"),
     "Text and the tokenizer": ("data.tokenizer", "data.tokenizer_files"),
-    "Generation": ("generation.search", "generation.constrain"),
+    "Generation": ("generation.search", "generation.processors", "generation.constrain"),
     "Training, manifests and evaluation": ("training.loop", "training.resume", "training.monitor", "data.manifest",
                                            "training.evaluate"),
     "Command line": ("cli.__main__", "cli.common", "cli.caption", "cli.vqa", "cli.convert", "cli.info", "cli.demo",

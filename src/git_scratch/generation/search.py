@@ -10,31 +10,44 @@ T = T0 + max_new_tokens, N image tokens, V vocab.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ..config import GitConfig
 from ..model.git import GIT, check_pixel_values, text_mask_for
+from . import processors
 from .prefix import DecodeState, ImagePrefix, decode_step, empty_prefix, encode_prefix, prefill, reorder_beams
+from .processors import Processor
 
-# (sequences so far (R, t), scores (R, V)) -> scores; how constraints and warpers plug in.
-Processor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-# --- logits processing (transformers' order: min length, temperature, top-k, top-p) ------------
+# --- logits processing (transformers' order: repetition penalty, n-gram ban, bad words, min
+# length, the caller's constraint, then the sampling warpers temperature, top-k, top-p) ---------
 
 
 def make_processor(n_prompt: int, *, eos_id: int, min_new_tokens: int = 0, sample: bool = False,
                    temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                   min_keep: int = 1, constraint: Processor | None = None) -> Processor:
+                   min_keep: int = 1, constraint: Processor | None = None, repetition_penalty: float = 1.0,
+                   prompt_pads: torch.Tensor | None = None, no_repeat_ngram_size: int = 0,
+                   bad_words_ids: list[list[int]] | None = None, vocab_size: int | None = None) -> Processor:
+    """One Processor for a whole `generate` call; the processors of processors.py run first, in
+    the order transformers' `_get_logits_processor` appends them (their defaults switch them off)."""
+    first: list[Processor] = []
+    if repetition_penalty != 1.0:
+        first.append(processors.repetition_penalty(repetition_penalty, prompt_pads))
+    if no_repeat_ngram_size != 0:
+        first.append(processors.no_repeat_ngram(no_repeat_ngram_size))
+    if bad_words_ids is not None:
+        first.append(processors.bad_words(bad_words_ids, eos_id=eos_id, vocab_size=vocab_size))
+
     def process(sequences: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if constraint is not None:
-            scores = constraint(sequences, scores)
+        for processor in first:
+            scores = processor(sequences, scores)
         if sequences.shape[1] - n_prompt < min_new_tokens:
             scores = scores.clone()
             scores[:, eos_id] = -float("inf")
+        if constraint is not None:  # where transformers runs prefix_allowed_tokens_fn
+            scores = constraint(sequences, scores)
         if not sample:
             return scores
         if temperature != 1.0:
@@ -163,15 +176,22 @@ def generate(model: GIT, pixel_values: torch.Tensor | None, input_ids: torch.Ten
              temperature: float = 1.0, top_k: int | None = 50, top_p: float | None = None,
              length_penalty: float = 1.0, early_stopping: bool | str = False,
              num_return_sequences: int = 1, generator: torch.Generator | None = None,
-             constraint: Processor | None = None, prefix: ImagePrefix | None = None,
-             image_index: torch.Tensor | None = None,
+             repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0,
+             bad_words_ids: list[list[int]] | None = None, constraint: Processor | None = None,
+             prefix: ImagePrefix | None = None, image_index: torch.Tensor | None = None,
              ) -> torch.Tensor:
     """Token ids (B * num_return_sequences, prompt + new), the prompt included, exactly as
     transformers' `generate` returns them. `input_ids=None` means the prompt `[bos]`; batched
     prompts are left-padded with `attention_mask`. The image prefix is computed once per image
     and shared by all beams and returned sequences (prefix.py); `prefix`/`image_index` let a
-    caller reuse one for many prompts (`answer`); `constraint` restricts the tokens (constrain.py).
-    `pixel_values=None` decodes text alone, as transformers does: zero image tokens."""
+    caller reuse one for many prompts (`answer`). `pixel_values=None` decodes text alone, as
+    transformers does: zero image tokens.
+
+    Logits processors, off by default, with transformers' meaning (processors.py): `repetition_penalty`
+    (> 1 discourages every token already in the row, prompt included, pads not), `no_repeat_ngram_size`
+    (no n-gram twice, prompt and pads included), `bad_words_ids` (token-id sequences never generated).
+    `constraint` is one's own Processor, `(sequences (R, t), scores (R, V)) -> scores`, run after
+    them and before the sampling warpers; constrain.py's answer trie is one."""
     cfg = model.cfg
     device = model.lm_head.weight.device
     if prefix is None and pixel_values is None:
@@ -188,16 +208,20 @@ def generate(model: GIT, pixel_values: torch.Tensor | None, input_ids: torch.Ten
         if n_images not in (1, len(input_ids)):
             raise ValueError(f"{n_images} images but {len(input_ids)} prompts; give one image per prompt, or one for all")
         image_index = torch.arange(len(input_ids), device=device) % n_images
-    if prefix is None:
-        prefix = encode_prefix(model, pixel_values.to(device))
     per_row = num_beams if num_beams > 1 else num_return_sequences
     image_index = image_index.repeat_interleave(per_row)
     input_ids = input_ids.repeat_interleave(per_row, dim=0)  # rows of one prompt stay adjacent
     attention_mask = attention_mask.repeat_interleave(per_row, dim=0)
-    state, logits = prefill(model, prefix, image_index, input_ids, attention_mask, max_new_tokens)
+    # built before the image is encoded, so a bad processor argument costs no vision work
     process = make_processor(input_ids.shape[1], eos_id=cfg.eos_id, min_new_tokens=min_new_tokens,
                              sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-                             min_keep=2 if num_beams > 1 else 1, constraint=constraint)
+                             min_keep=2 if num_beams > 1 else 1, constraint=constraint,
+                             repetition_penalty=repetition_penalty, prompt_pads=attention_mask.int().argmax(-1),
+                             no_repeat_ngram_size=no_repeat_ngram_size, bad_words_ids=bad_words_ids,
+                             vocab_size=cfg.vocab_size)
+    if prefix is None:
+        prefix = encode_prefix(model, pixel_values.to(device))
+    state, logits = prefill(model, prefix, image_index, input_ids, attention_mask, max_new_tokens)
     if num_beams == 1:
         return greedy_or_sample(model, state, logits, input_ids, process, max_new_tokens=max_new_tokens,
                                 eos_id=cfg.eos_id, pad_id=cfg.pad_id, sample=do_sample, generator=generator)
