@@ -67,6 +67,10 @@ class GitConfig:
     d_ff: int = 3072
     act: str = "gelu"
     norm_eps: float = 1e-12  # BERT's epsilon; the vision tower uses its own
+    # The text embedding's LayerNorm epsilon; None: norm_eps, as transformers has it (one epsilon for the
+    # whole decoder). The original microsoft/GenerativeImage2Text uses 1e-8 there (layers/decoder.py,
+    # WordAndPositionalEmbedding); checkpoints/original.py sets that. Logits move by ~2e-6 to 5e-6.
+    embed_norm_eps: float | None = None
     max_positions: int = 1024  # size of the text position table
     n_frames: int | None = None  # video checkpoints: frames, each with a learned temporal embedding
     tie_embeddings: bool = False  # LM head weight shared with the word embeddings
@@ -170,7 +174,9 @@ def validate(cfg: GitConfig) -> None:
         if value > limit:
             raise ValueError(f"config field {name} = {value} is over {limit}, far beyond any GIT checkpoint; "
                              "the config is damaged, restore it from the original checkpoint")
-    for name, value in (("norm_eps", cfg.norm_eps), ("vision.norm_eps", v.norm_eps)):
+    epsilons = [("norm_eps", cfg.norm_eps), ("vision.norm_eps", v.norm_eps)]
+    epsilons += [("embed_norm_eps", cfg.embed_norm_eps)] if cfg.embed_norm_eps is not None else []
+    for name, value in epsilons:
         if not _is_real(value) or not 0 < value < math.inf:  # NaN fails both comparisons
             raise ValueError(f"config field {name} = {value!r} must be a finite positive number")
     if not _is_real(cfg.init_std) or not 0 <= cfg.init_std < math.inf:

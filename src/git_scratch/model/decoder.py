@@ -27,7 +27,7 @@ class TextEmbedding(nn.Module):
         # padding_idx keeps the pad row's gradient at zero, as in the checkpoints' training.
         self.word = nn.Embedding(cfg.vocab_size, cfg.d_model, padding_idx=cfg.pad_id)
         self.position = nn.Embedding(cfg.max_positions, cfg.d_model)
-        self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps if cfg.embed_norm_eps is None else cfg.embed_norm_eps)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -66,7 +66,8 @@ class Attention(nn.Module):
         self.attn_dropout = cfg.attn_dropout
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)  # rows: [query; key; value], each (H Dh)
         self.out = nn.Linear(cfg.d_model, cfg.d_model)
-        # None: SDPA. A list: attention is computed explicitly and its probabilities appended (tools/attention.py).
+        # A list: each call also appends its attention probabilities (B, H, S, L) there (tools/attention.py,
+        # GIT.forward's output_attentions). None: nothing is computed beside SDPA.
         self.weights: list[torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None = None,
@@ -77,10 +78,10 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.update(input_pos, k, v)  # (B, H, L, Dh)
         dropout = self.attn_dropout if self.training else 0.0
-        if self.weights is None:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, H, S, Dh)
-        else:
-            y = self.explicit_attention(q, k, v, mask, dropout)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, H, S, Dh)
+        if self.weights is not None:
+            # Beside SDPA, not instead of it: asking for the probabilities changes no output bit.
+            self.weights.append(attention_probabilities(q, k, mask))
         return self.out(rearrange(y, "b h s d -> b s (h d)"))
 
     def heads(self, x: torch.Tensor, positions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -90,18 +91,6 @@ class Attention(nn.Module):
         q, k, v = rearrange(self.qkv(x), "b s (three h d) -> three b h s d", three=3, h=self.n_head)
         return q, k, v
 
-    def explicit_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-                           dropout: float) -> torch.Tensor:
-        """What SDPA computes, written out to keep the probabilities (B, H, S, L) in self.weights:
-        softmax(q k^T / sqrt(Dh), -inf where the mask is False) @ v. The same mask and the same math;
-        outputs differ from SDPA's by fp32 rounding only (tests/tools/test_attention.py)."""
-        scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, H, S, L)
-        if mask is not None:
-            scores = scores.masked_fill(~mask, -float("inf"))
-        probs = scores.softmax(-1)
-        self.weights.append(probs)
-        return F.dropout(probs, dropout) @ v  # (B, H, S, Dh)
-
     def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of x (B, S, D) alone, (B, H, S, Dh) each: the rows [key; value] of
         the fused projection, without the query, the attention or anything after it. It multiplies
@@ -110,6 +99,15 @@ class Attention(nn.Module):
         kv = F.linear(x, self.qkv.weight[width:], self.qkv.bias[width:])  # (B, S, 2D)
         k, v = rearrange(kv, "b s (two h d) -> two b h s d", two=2, h=self.n_head)
         return k, v
+
+
+def attention_probabilities(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The probabilities SDPA applies to the values, written out: softmax(q k^T / sqrt(Dh)), 0 where
+    the mask is False. q (B, H, S, Dh), k (B, H, L, Dh) -> (B, H, S, L), before any dropout."""
+    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, H, S, L)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, -float("inf"))
+    return scores.softmax(-1)
 
 
 class MLP(nn.Module):

@@ -26,6 +26,7 @@ from torch.utils.checkpoint import checkpoint
 from ..config import GitConfig
 from .decoder import DecoderBlock, KVCache, TextEmbedding
 from .mask import git_attention_mask
+from .outputs import GitOutput, recording
 from .vision import ImageEncoder, sincos_table
 
 
@@ -103,10 +104,22 @@ class GIT(nn.Module):
         return self.image_proj(self.vision(pixel_values))
 
     def forward(self, pixel_values: torch.Tensor | None, input_ids: torch.Tensor,
-                attention_mask: torch.Tensor | None = None, *, segment_ids: torch.Tensor | None = None) -> torch.Tensor:
+                attention_mask: torch.Tensor | None = None, *, segment_ids: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
+                output_attentions: bool = False) -> torch.Tensor | GitOutput:
         """Logits (B, T, V) of the text positions. attention_mask (B, T): 1 real token, 0 padding.
         segment_ids (B, T), optional: several texts packed after one image (mask.py).
-        pixel_values None: text alone, as transformers' GitForCausalLM allows: zero image tokens."""
+        pixel_values None: text alone, as transformers' GitForCausalLM allows: zero image tokens.
+        position_ids (B, T), or (T,) for every row, optional: the text positions to embed instead of
+        ours, which count real tokens only (`text_positions`); torch.arange(T) gives those of
+        transformers' plain forward, which counts 0..T-1 whatever the mask.
+        output_hidden_states, output_attentions: return a GitOutput (outputs.py) with every layer's
+        hidden states or attention probabilities, decoder and ViT, recorded around this same pass."""
+        if output_hidden_states or output_attentions:
+            with recording(self, hidden_states=output_hidden_states, attentions=output_attentions) as recorder:
+                logits = self.forward(pixel_values, input_ids, attention_mask, segment_ids=segment_ids,
+                                      position_ids=position_ids)
+            return recorder.output(logits)
         if pixel_values is None:
             image_embeds = self.embed.word.weight.new_zeros(input_ids.shape[0], 0, self.cfg.d_model)  # (B, 0, D)
         else:
@@ -118,7 +131,10 @@ class GIT(nn.Module):
                                  f"{input_ids.shape[0]} rows; give one image per row, or a single image for all")
             image_embeds = image_embeds.expand(input_ids.shape[0], -1, -1)
         n_image = image_embeds.shape[1]
-        positions = text_positions(text_mask, segment_ids)  # (B, T)
+        if position_ids is None:
+            positions = text_positions(text_mask, segment_ids)  # (B, T)
+        else:
+            positions = check_position_ids(position_ids, input_ids, self.cfg.max_positions)  # (B, T)
         text_embeds = self.embed(input_ids, positions)  # (B, T, D)
         x = torch.cat([image_embeds, text_embeds], dim=1)  # (B, N + T, D)
         mask = self.attention_mask(n_image, text_mask, segment_ids)  # (B, 1, N + T, N + T)
@@ -183,6 +199,22 @@ def text_positions(text_mask: torch.Tensor, segment_ids: torch.Tensor | None = N
         before = torch.where(starts, counts - text_mask.long(), torch.zeros_like(counts)).cummax(-1).values
         counts = counts - before
     return (counts - 1).clamp(min=0)
+
+
+def check_position_ids(position_ids: torch.Tensor, input_ids: torch.Tensor, max_positions: int) -> torch.Tensor:
+    """A caller's position_ids, checked in one line each, broadcast to input_ids' (B, T)."""
+    if not isinstance(position_ids, torch.Tensor) or position_ids.dtype not in (torch.int64, torch.int32):
+        what = position_ids.dtype if isinstance(position_ids, torch.Tensor) else type(position_ids).__name__
+        raise ValueError(f"position_ids is {what}; pass integer positions (torch.long), e.g. torch.arange(T)")
+    batch, n_text = input_ids.shape
+    rows_fit = position_ids.ndim == 1 or (position_ids.ndim == 2 and position_ids.shape[0] in (1, batch))
+    if not rows_fit or position_ids.shape[-1] != n_text:
+        raise ValueError(f"position_ids has shape {tuple(position_ids.shape)} but input_ids has "
+                         f"{tuple(input_ids.shape)}; pass (B, T) like input_ids, or (T,) for every row")
+    if position_ids.numel() and (position_ids.min() < 0 or position_ids.max() >= max_positions):
+        raise ValueError(f"position_ids holds values from {position_ids.min().item()} to {position_ids.max().item()} "
+                         f"but the model has {max_positions} text positions; keep them in 0..{max_positions - 1}")
+    return position_ids.expand(batch, n_text)
 
 
 def text_mask_for(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
