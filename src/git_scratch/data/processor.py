@@ -2,9 +2,11 @@
 
 GIT checkpoints ship a `preprocessor_config.json` for transformers' `CLIPImageProcessor` (or, saved by
 transformers 5.x, the same nested in `processor_config.json`; processor_config.py reads every layout). In
-transformers 5.x `AutoImageProcessor` picks its torchvision backend by default, and this file
+transformers 5.x `AutoImageProcessor` picks its torchvision backend by default, and by default this file
 reproduces that backend step by step on the same PIL image (docs/processing.md, checked by
-tests/data/test_processor.py to 1e-5):
+tests/data/test_processor.py to 1e-5). `backend="pil"` reproduces transformers 4.x instead and
+`backend="original"` Microsoft's original test-time transform, bit for bit (backends.py,
+tests/data/test_backends.py); the default pipeline is:
 
     PIL image --to_rgb--> uint8 (3, H, W)                          (alpha composited on white)
               --tvF.resize, shortest edge -> size, antialiased--> uint8 (3, h, w)
@@ -19,6 +21,7 @@ and float modes, animated files, huge files); `sniff_media` tells images from vi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -32,23 +35,20 @@ from typing import Any, Literal
 import av
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as tvF
 from PIL import Image, ImageOps
 
 from ..atomic import atomic_write_text
+from . import backends
+from .backends import ALPHA, BACKENDS, INTERPOLATION, Backend
 from .inputs import ImageInput, ModelInputs, image_list, pixels_uint8, shorten_repr
-from .processor_config import PREPROCESSOR_FILE, PROCESSOR_FILE, find_settings, parse_settings, read_json
+from .processor_config import OWN_KEY, PREPROCESSOR_FILE, PROCESSOR_FILE, find_settings, parse_settings, read_json
 
 CONFIG_NAME = PREPROCESSOR_FILE
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-# preprocessor_config.json stores PIL's resampling codes; transformers maps them to these modes
-# (nearest to NEAREST_EXACT, which picks pixel centres as PIL does, not torch's legacy NEAREST).
-INTERPOLATION = {
-    Image.Resampling.NEAREST: tvF.InterpolationMode.NEAREST_EXACT,
-    Image.Resampling.BILINEAR: tvF.InterpolationMode.BILINEAR,
-    Image.Resampling.BICUBIC: tvF.InterpolationMode.BICUBIC,
-}
+# The original's VQA models (aux_data/models/*VQA*/parameter.yaml) cap the longer side at 4/3 of
+# test_crop_size: 640 for 480 px (base), 560 for 420 px (large).
+ORIGINAL_VQA_MAX = 4 / 3
 # load_image shrinks a file by an integer factor only while it stays at least this many times the
 # processor's resize target, so anything under twice that (3584 px shortest side for 224) is
 # decoded at full size and matches transformers exactly.
@@ -74,6 +74,8 @@ class ImageProcessor:
     do_rescale: bool = True
     do_normalize: bool = True
     do_convert_rgb: bool = True  # False: every image must already be mode RGB
+    backend: Backend = "torchvision"  # whose pipeline to reproduce: "torchvision" (5.x), "pil" (4.x), "original"
+    max_size: int | None = None  # "original" only: cap on the longer side after the resize (its VQA models)
 
     def __post_init__(self) -> None:
         if not all(_is_int(side) and 0 < side <= MAX_SIDE for side in (self.size, self.crop_size)):
@@ -91,23 +93,52 @@ class ImageProcessor:
                      "do_convert_rgb"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} = {getattr(self, name)!r} must be true or false")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend = {self.backend!r} is not one of {', '.join(BACKENDS)}; pick one of them")
+        if self.max_size is not None and not (self.backend == "original" and self.keep_aspect_ratio
+                                              and _is_int(self.max_size) and 0 < self.max_size <= MAX_SIDE):
+            raise ValueError(f"max_size = {self.max_size!r} needs backend 'original' (now {self.backend!r}) with "
+                             f"keep_aspect_ratio and an integer in [1, {MAX_SIDE}]; or leave it None")
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, image_size: int | None = None) -> ImageProcessor:
+    def original(cls, image_size: int = 224, task: Literal["caption", "vqa"] = "caption") -> ImageProcessor:
+        """Microsoft's original test-time transform at `image_size` (its test_crop_size): "caption"
+        resizes the short side and centre-crops a square; "vqa" (its VQA models) keeps the aspect
+        ratio, caps the long side at 4/3 of image_size and does not crop."""
+        return cls(size=image_size, crop_size=image_size).for_backend("original", task)
+
+    def for_backend(self, backend: Backend, task: Literal["caption", "vqa"] = "caption") -> ImageProcessor:
+        """These settings in another backend's pipeline. `task` matters to "original" alone, whose VQA
+        models skip the crop; transformers' processors treat every task alike."""
+        if task not in ("caption", "vqa"):
+            raise ValueError(f"task = {task!r} is not supported; use 'caption' or 'vqa'")
+        if backend != "original":
+            return dataclasses.replace(self, backend=backend, max_size=None)
+        vqa = task == "vqa"
+        return dataclasses.replace(self, backend=backend, size=self.crop_size, keep_aspect_ratio=True,
+                                   do_resize=True, do_center_crop=not vqa,
+                                   max_size=round(self.crop_size * ORIGINAL_VQA_MAX) if vqa else None)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, image_size: int | None = None,
+                        backend: Backend | None = None) -> ImageProcessor:
         """Read the image processor of any transformers generation in `path`: processor_config.json's
         nested "image_processor" (5.x), else preprocessor_config.json (4.2x to 5.x; processor_config.py).
-        Without either, CLIP preprocessing at `image_size` (224)."""
+        Without either, CLIP preprocessing at `image_size` (224). The backend is the file's
+        "git_scratch" entry (written by save_pretrained), else "torchvision", as transformers 5.x
+        does for every file; `backend` overrides both (`for_backend`)."""
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"checkpoint directory {path} not found")
         settings = find_settings(path)
         if settings is None:
-            return cls() if image_size is None else cls(size=image_size, crop_size=image_size)
-        processor = cls.from_dict(*settings)
-        if image_size is not None and image_size != processor.crop_size:
-            raise ValueError(f"{settings[1]} crops to {processor.crop_size} px but image_size = {image_size}; "
-                             f"drop image_size or edit crop_size and size in that file")
-        return processor
+            processor = cls() if image_size is None else cls(size=image_size, crop_size=image_size)
+        else:
+            processor = cls.from_dict(*settings)
+            if image_size is not None and image_size != processor.crop_size:
+                raise ValueError(f"{settings[1]} crops to {processor.crop_size} px but image_size = {image_size}; "
+                                 f"drop image_size or edit crop_size and size in that file")
+        return processor if backend is None else processor.for_backend(backend)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = CONFIG_NAME) -> ImageProcessor:
@@ -119,9 +150,12 @@ class ImageProcessor:
             raise ValueError(f"{source}: {e}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        """transformers' field names, as in the official microsoft/git-* preprocessor_config.json."""
+        """transformers' field names, as in the official microsoft/git-* preprocessor_config.json; a
+        backend other than the default adds {"git_scratch": {"backend": ..., "max_size": ...}}, a key
+        transformers keeps as an unknown attribute (it refuses a top-level "backend")."""
         fields = asdict(self)
         square = {"height": self.size, "width": self.size}
+        ours = {k: fields.pop(k) for k in ("backend", "max_size")}
         return {
             "image_processor_type": "CLIPImageProcessor",
             "size": {"shortest_edge": self.size} if self.keep_aspect_ratio else square,
@@ -129,6 +163,7 @@ class ImageProcessor:
             "image_mean": list(self.mean),
             "image_std": list(self.std),
             **{k: v for k, v in fields.items() if k not in ("size", "keep_aspect_ratio", "crop_size", "mean", "std")},
+            **({OWN_KEY: {k: v for k, v in ours.items() if v is not None}} if self.backend != "torchvision" else {}),
         }
 
     def save_pretrained(self, path: str | Path) -> Path:
@@ -168,10 +203,10 @@ class ImageProcessor:
     def preprocess(self, image: ImageInput, name: str = "image") -> torch.Tensor:
         """One image, of any kind `__call__` takes -> (3, crop, crop) float32. `name` is what errors call it."""
         if isinstance(image, (str, Path)):
-            image = load_image(image, self.size if self.do_resize else None)
+            image = self.load(image)
         if isinstance(image, Image.Image):
             if self.do_convert_rgb:
-                image = to_rgb(image)
+                image = to_rgb(image, ALPHA[self.backend])
             elif image.mode != "RGB":
                 raise ValueError(f"{name} has mode {image.mode} and do_convert_rgb is false; convert it with to_rgb")
             x = torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()  # (3, H, W) uint8
@@ -180,61 +215,42 @@ class ImageProcessor:
         if min(x.shape[-2:]) == 0:
             raise ValueError(f"{name} is empty ({x.shape[-2]}x{x.shape[-1]} pixels); pass an image with pixels")
         if self.do_resize:
-            # Antialiased resize on the uint8 tensor (torchvision rounds and clamps back to uint8),
-            # not PIL's bicubic: that is transformers' default backend, and the two differ by ~1/255.
+            # The torchvision backend resizes the uint8 tensor with torch's kernel, the others with
+            # PIL's bicubic: the two differ by ~1/255 (backends.py).
             height, width = self.resized_shape(*x.shape[-2:])
-            x = tvF.resize(x, [height, width], interpolation=INTERPOLATION[self.resample], antialias=True)
+            x = backends.resize(x, height, width, self.resample, self.backend)
         if self.do_center_crop:
-            x = center_crop(x, self.crop_size)
-        return self.normalize(x)
+            x = backends.center_crop(x, self.crop_size, self.backend)
+        return backends.to_float(x, self.mean, self.std, self.rescale_factor, self.do_rescale, self.do_normalize,
+                                 self.backend)
+
+    def load(self, path: str | Path) -> Image.Image:
+        """An image file as this processor's backend sees it (`load_image`, its alpha rule)."""
+        return load_image(path, self.size if self.do_resize else None, alpha=ALPHA[self.backend])
 
     def resized_shape(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) after the resize: shortest edge -> size, the long edge truncated, not rounded;
-        size x size when keep_aspect_ratio is false."""
+        size x size when keep_aspect_ratio is false; the original's rule when max_size is set."""
         if not self.keep_aspect_ratio:
             return self.size, self.size
+        if self.max_size is not None:
+            return backends.original_resized_shape(height, width, self.size, self.max_size)
         short, long = min(height, width), max(height, width)
-        new_long = int(self.size * long / short)  # transformers' get_resize_output_image_size
+        new_long = int(self.size * long / short)  # transformers' get_resize_output_image_size, torchvision's Resize
         return (new_long, self.size) if width <= height else (self.size, new_long)
 
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 (3, H, W) -> float32. Rescale and normalise fused into one step, in transformers'
-        order of float32 operations, so the rounding is the same too."""
-        x = x.to(torch.float32)
-        mean = torch.tensor(self.mean).view(3, 1, 1)
-        std = torch.tensor(self.std).view(3, 1, 1)
-        if self.do_rescale and self.do_normalize:
-            return (x - mean * (1.0 / self.rescale_factor)) / (std * (1.0 / self.rescale_factor))
-        if self.do_rescale:
-            return x * self.rescale_factor
-        if self.do_normalize:
-            return (x - mean) / std
-        return x
 
-
-def center_crop(x: torch.Tensor, crop: int) -> torch.Tensor:
-    """(C, H, W) -> (C, crop, crop). The offset is int((H - crop) / 2): the extra odd pixel is cut
-    from the bottom/right. An image smaller than the crop is first zero-padded, the odd pixel
-    of padding going to the bottom/right (transformers' torchvision backend does both)."""
-    height, width = x.shape[-2:]
-    pad_w, pad_h = max(crop - width, 0), max(crop - height, 0)
-    if pad_w or pad_h:
-        x = tvF.pad(x, [pad_w // 2, pad_h // 2, (pad_w + 1) // 2, (pad_h + 1) // 2], fill=0)  # left, top, right, bottom
-        height, width = x.shape[-2:]
-    top, left = int((height - crop) / 2), int((width - crop) / 2)
-    return x[..., top : top + crop, left : left + crop]
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image, alpha: Literal["white", "drop"] = "white") -> Image.Image:
     """Any PIL mode -> RGB.
 
     Transparency (alpha band, RGBA palette or a `transparency` colour) is composited on white, as
-    transformers does. 16-bit and float images, which Pillow's own convert would clip at 255, are
-    scaled to 8 bits first (`eight_bit`). Everything else is Pillow's `convert("RGB")`.
+    transformers 5.x does, or with alpha "drop" ignored, as Pillow's `convert("RGB")` in transformers
+    4.x and the original does. 16-bit and float images, which Pillow's own convert would clip at 255,
+    are scaled to 8 bits first (`eight_bit`). Everything else is Pillow's `convert("RGB")`.
     """
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         image = eight_bit(image)
-    if image.has_transparency_data:
+    if alpha == "white" and image.has_transparency_data:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", image.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
@@ -259,8 +275,9 @@ def eight_bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(values, 0, 255).round().astype(np.uint8), mode="L")
 
 
-def load_image(path: str | Path, shortest_edge: int | None = 224) -> Image.Image:
-    """Open any image file Pillow reads and return it in RGB, upright.
+def load_image(path: str | Path, shortest_edge: int | None = 224,
+               alpha: Literal["white", "drop"] = "white") -> Image.Image:
+    """Open any image file Pillow reads and return it in RGB (`to_rgb`, its `alpha` rule), upright.
 
     - EXIF orientation is applied (transformers does not do this for PIL inputs).
     - Animated GIF/WebP/APNG: the first frame.
@@ -282,7 +299,7 @@ def load_image(path: str | Path, shortest_edge: int | None = 224) -> Image.Image
                 # Only JPEG decoders can scale (by 1/2, 1/4 or 1/8); for other formats a no-op.
                 image.draft(None, (image.width // factor, image.height // factor))
             image.load()  # the first frame of an animated file
-            image = to_rgb(ImageOps.exif_transpose(image))
+            image = to_rgb(ImageOps.exif_transpose(image), alpha)
     except Image.DecompressionBombError:
         raise ValueError(_bomb_message(path)) from None
     except Exception as e:  # Pillow's plugins raise many types (struct.error, EOFError, ...) for a damaged file

@@ -20,6 +20,13 @@ squashes to n x n. `crop_size` is the square crop: an int, {"height": n, "width"
 A file that is present but not understood is a one-line ValueError naming the file and the
 field: a size transformers would resize differently (longest_edge, max_height, non-square), a
 field of the wrong type, another processor than CLIP's. Never defaults in its place.
+
+Which pipeline to reproduce (ImageProcessor.backend) is not in transformers' files: 5.x picks its
+torchvision backend for every one of them, 4.x had only PIL. A file without our own entry
+{"git_scratch": {"backend": "pil" | "original", "max_size": n}} (ImageProcessor.save_pretrained
+writes it for a backend other than the default) therefore reads as "torchvision", whatever
+transformers generation wrote it: never guessed from the writer, so loading never changes silently.
+transformers keeps the entry as an unknown attribute; a top-level "backend" would break its loading.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ PROCESSOR_FILE = "processor_config.json"
 # processor, its 4.4x fast (torchvision) twin, and 5.x's PIL backend.
 CLIP_TYPES = ("CLIPFeatureExtractor", "CLIPImageProcessor", "CLIPImageProcessorFast", "CLIPImageProcessorPil")
 FLAGS = ("do_resize", "do_center_crop", "do_rescale", "do_normalize", "do_convert_rgb")
+OWN_KEY = "git_scratch"
+OWN_FIELDS = ("backend", "max_size")
 
 
 def find_settings(directory: Path) -> tuple[dict[str, Any], str] | None:
@@ -97,7 +106,17 @@ def parse_settings(data: dict[str, Any], source: str) -> dict[str, Any]:
                 raise ValueError(f"{source}: {name} = {shorten_repr(value)} is not true or false; write true or "
                                  "false in that file")
             fields[name] = value
-    return fields
+    return {**fields, **own_settings(data.get(OWN_KEY), source)}
+
+
+def own_settings(value: Any, source: str) -> dict[str, Any]:
+    """Our entry {"backend": ..., "max_size": ...} -> those fields (ImageProcessor checks their values)."""
+    if value is None:
+        return {}
+    if not (isinstance(value, dict) and set(value) <= set(OWN_FIELDS)):
+        raise ValueError(f"{source}: {OWN_KEY} = {shorten_repr(value, 80)} is not an object of "
+                         f"{', '.join(OWN_FIELDS)}; correct it in that file or delete {OWN_KEY} for the default")
+    return {k: v for k, v in value.items() if v is not None}
 
 
 def resize_side(value: Any, source: str) -> tuple[int, bool]:
