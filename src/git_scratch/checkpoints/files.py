@@ -3,6 +3,8 @@ model.safetensors (single or sharded) or pytorch_model.bin, through the names of
 directory holding variant.json is a changed model in the variant layout (variant.py): the same
 loader hands it to `variant.load_variant`.
 
+An original microsoft/GenerativeImage2Text `model.pt` (a file, not a directory) is read by original.py.
+
 A .bin is a pickle: it is read with `weights_only=True`, so no code in it ever runs. Writes go
 to a temporary directory renamed into place (atomic.py): a reader never sees half a checkpoint.
 """
@@ -19,7 +21,16 @@ from .. import accel
 from ..atomic import atomic_directory
 from ..config import GitConfig
 from ..model.git import GIT
-from .hub import FUSED_PARTS, check_official_layout, config_from_hf, config_to_hf, from_hf_state_dict, to_hf_state_dict
+from .hub import (
+    FUSED_PARTS,
+    check_official_layout,
+    config_from_hf,
+    config_to_hf,
+    from_hf_state_dict,
+    model_from_state_dict,
+    to_hf_state_dict,
+)
+from .original import load_original
 from .variant import is_variant, load_variant
 
 
@@ -114,12 +125,19 @@ def _read_unmapped(path: Path, names: list[str]) -> dict[str, torch.Tensor]:
 
 
 def load_pretrained(path: str | Path, *, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
-                    fast: bool = True) -> GIT:
+                    fast: bool = True, variant: str | None = None) -> GIT:
     """A checkpoint directory -> GIT in eval mode. `fast=True` applies `accel.optimize` (the
     kernels measured faster on this machine; outputs differ by float rounding only), and
     `accel.restore(model)` takes them off again; `fast=False` returns plain PyTorch layers.
-    A variant directory (variant.json) imports and runs its builder's code (variant.py)."""
+    A variant directory (variant.json) imports and runs its builder's code (variant.py).
+    An original model.pt file loads through original.py: `variant` names which one it is
+    ("GIT_BASE_COCO"), unless its folders do (output/GIT_BASE_COCO/snapshot/model.pt)."""
     directory = Path(path)
+    if directory.suffix == ".pt" and directory.is_file():
+        return load_original(directory, variant, dtype=dtype, device=device, fast=fast)
+    if variant is not None:
+        raise ValueError(f"variant={variant!r} names an original model.pt, but {directory} is not one; "
+                         "drop variant, a checkpoint directory carries its own config.json")
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: no such checkpoint directory; pass a directory holding "
                                 "config.json and model.safetensors")
@@ -128,14 +146,7 @@ def load_pretrained(path: str | Path, *, dtype: torch.dtype = torch.float32, dev
     cfg = read_hf_config(directory / "config.json")
     hf_sd, source = read_hf_tensors(directory)
     sd = from_hf_state_dict(hf_sd, cfg, source=source)
-    with torch.device("meta"):  # no random init: every tensor comes from the file
-        model = GIT(cfg)
-    if cfg.tie_embeddings:
-        sd["lm_head.weight"] = sd["embed.word.weight"]
-    model.load_state_dict(sd, strict=True, assign=True)
-    if cfg.tie_embeddings:  # assign=True gave the two names separate Parameters; share one again
-        model.lm_head.weight = model.embed.word.weight
-    model = model.to(device=device, dtype=dtype).eval()
+    model = model_from_state_dict(sd, cfg).to(device=device, dtype=dtype).eval()
     return accel.optimize(model) if fast else model
 
 

@@ -50,8 +50,13 @@ VISION_FIELD_MAP: list[tuple[str, str]] = [
     ("layer_norm_eps", "norm_eps"),
     ("attention_dropout", "attn_dropout"),
 ]
+# Fields transformers does not have, written only when set, read when present. transformers keeps an
+# unknown config.json field as an attribute and uses it nowhere, so it loads such a file as before.
+# embed_layer_norm_eps: the original microsoft/GenerativeImage2Text's text-embedding LayerNorm epsilon,
+# 1e-8 (checkpoints/original.py); transformers applies layer_norm_eps there, 2e-6..5e-6 apart on logits.
+OWN_FIELD_MAP: list[tuple[str, str]] = [("embed_layer_norm_eps", "embed_norm_eps")]
 # Our field -> the name a user sees in config.json, for error messages.
-HF_NAMES = {ours: hf for hf, ours in FIELD_MAP} | {
+HF_NAMES = {ours: hf for hf, ours in FIELD_MAP + OWN_FIELD_MAP} | {
     f"vision.{ours}": f"vision_config.{hf}" for hf, ours in VISION_FIELD_MAP}
 # Fields HF honours that we support at one value only: (section, field) -> accepted values.
 REQUIRED_VALUES: dict[tuple[str, str], tuple[Any, ...]] = {
@@ -75,7 +80,7 @@ def config_from_hf(data: dict[str, Any], source: str = "config.json") -> GitConf
         if name in block and block[name] not in accepted:
             where = f"{section}.{name}" if section else name
             raise ValueError(f"{source}: {where} = {block[name]!r} is not supported (only {accepted[0]!r})")
-    text = {ours: _single(data[hf], hf, source) for hf, ours in FIELD_MAP if hf in data}
+    text = {ours: _single(data[hf], hf, source) for hf, ours in FIELD_MAP + OWN_FIELD_MAP if hf in data}
     vis = {ours: _square(vision[hf], hf, source) for hf, ours in VISION_FIELD_MAP if hf in vision}
     text.setdefault("tie_embeddings", False)  # HF GitConfig's default, unlike most models
     try:
@@ -93,6 +98,7 @@ def config_from_hf(data: dict[str, Any], source: str = "config.json") -> GitConf
 def config_to_hf(cfg: GitConfig, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
     data: dict[str, Any] = {"architectures": ["GitForCausalLM"], "model_type": "git"}
     data |= {hf: getattr(cfg, ours) for hf, ours in FIELD_MAP}
+    data |= {hf: getattr(cfg, ours) for hf, ours in OWN_FIELD_MAP if getattr(cfg, ours) is not None}
     data["dtype"] = str(dtype).removeprefix("torch.")
     data["vision_config"] = {"model_type": "git_vision_model",
                              **{hf: getattr(cfg.vision, ours) for hf, ours in VISION_FIELD_MAP}}
@@ -186,9 +192,11 @@ MAX_LISTED = 10
 LEGACY_PREFIXES = {"git.img_temperal_embedding.": "git.img_temporal_embedding."}
 
 
-def expanded_key_map(cfg: GitConfig) -> Iterator[tuple[tuple[str, ...], str]]:
-    """KEY_MAP with {v}, {d}, {f} filled in for this config: (HF keys, our key)."""
-    for hf, ours in KEY_MAP:
+def expanded_key_map(cfg: GitConfig, key_map: list[tuple[str | tuple[str, ...], str]] = KEY_MAP
+                     ) -> Iterator[tuple[tuple[str, ...], str]]:
+    """KEY_MAP (or another layout's table, checkpoints/original.py) with {v}, {d}, {f} filled in for
+    this config: (their keys, our key)."""
+    for hf, ours in key_map:
         hf = (hf,) if isinstance(hf, str) else hf
         if ours == "lm_head.weight" and cfg.tie_embeddings:
             continue
@@ -239,6 +247,19 @@ def from_hf_state_dict(hf_sd: dict[str, torch.Tensor], cfg: GitConfig, source: s
         raise ValueError(f"{source} does not fit its config.json: {'; '.join(problems)}; "
                          "check that the weights and config.json come from the same checkpoint")
     return ours
+
+
+def model_from_state_dict(sd: dict[str, torch.Tensor], cfg: GitConfig) -> GIT:
+    """GIT(cfg) holding exactly the tensors of `sd` (our names, every key, strict), built on the meta
+    device so that no random init runs: every tensor comes from the file."""
+    with torch.device("meta"):
+        model = GIT(cfg)
+    if cfg.tie_embeddings:
+        sd = sd | {"lm_head.weight": sd["embed.word.weight"]}
+    model.load_state_dict(sd, strict=True, assign=True)
+    if cfg.tie_embeddings:  # assign=True gave the two names separate Parameters; share one again
+        model.lm_head.weight = model.embed.word.weight
+    return model
 
 
 def listed(keys: list[str]) -> str:

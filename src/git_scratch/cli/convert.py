@@ -1,4 +1,5 @@
-"""`git-scratch convert SRC DST`: any official layout -> config.json + model.safetensors."""
+"""`git-scratch convert SRC DST`: any official layout, or an original GenerativeImage2Text model.pt,
+-> config.json + model.safetensors."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 
 from ..atomic import atomic_directory
 from ..checkpoints.files import write_model_files
+from ..checkpoints.original import VARIANTS, load_original
+from ..config import GitConfig
 from ..model.git import GIT
 from .common import DTYPES, resolve_model
 from .info import count
@@ -24,11 +27,18 @@ COMPANION_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", metavar="SRC",
                         help="checkpoint directory in any official layout (model.safetensors, sharded, "
-                             "pytorch_model.bin), or a hub id")
+                             "pytorch_model.bin), a hub id, or an original microsoft/GenerativeImage2Text "
+                             "model.pt (output/GIT_*/snapshot/model.pt)")
     parser.add_argument("dst", metavar="DST", help="directory to write")
     parser.add_argument("--force", action="store_true", help="replace DST if it exists")
     parser.add_argument("--dtype", choices=DTYPES, default="fp32",
                         help="dtype of the saved weights (default fp32, the parity reference)")
+    parser.add_argument("--variant", metavar="NAME",
+                        help="which original model a model.pt is, when its folders do not say: "
+                             f"{', '.join(VARIANTS)}")
+    parser.add_argument("--config", metavar="FILE.json",
+                        help="instead of --variant: a git_scratch config JSON, for an original-layout model.pt "
+                             "of other sizes")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,9 +47,17 @@ def run(args: argparse.Namespace) -> int:
     The tokenizer, preprocessor and generation files of SRC are copied along. Everything lands
     in DST together or not at all; an existing DST is replaced only with --force.
     """
-    src = resolve_model(args.src)
+    original = Path(args.src).suffix == ".pt" and Path(args.src).is_file()
+    if (args.variant or args.config) and not original:
+        raise ValueError(f"--variant and --config are for an original model.pt, and {args.src} is not one; drop them")
+    src = Path(args.src) if original else resolve_model(args.src)
     writer = atomic_directory(Path(args.dst), force=args.force)  # refuses DST before the slow load
-    model = GIT.from_pretrained(src, dtype=DTYPES[args.dtype])
+    if original:  # the original's files hold weights only: no tokenizer or preprocessor to copy
+        config = GitConfig.load(args.config) if args.config else None
+        model = load_original(src, args.variant, config=config, dtype=DTYPES[args.dtype])
+        src = src.parent
+    else:
+        model = GIT.from_pretrained(src, dtype=DTYPES[args.dtype])
     companions = [src / name for name in COMPANION_FILES if (src / name).is_file()]
     if not companions:
         log.warning("%s has no tokenizer or preprocessor files; caption and vqa will need them in %s",

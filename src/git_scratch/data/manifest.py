@@ -14,6 +14,12 @@ Token layout and labels, as GIT trains (loss only where a label is not -100):
 The loss shifts by one (model.git_loss), so the first label never counts; a question's tokens
 are context, never learned. A bad line or file is logged with its line number and skipped.
 
+`max_text_len` (None: texts whole) truncates as the original microsoft/GenerativeImage2Text trains
+(train.py, get_data, max_text_len 40): the question and the answer are each cut to their first
+max_text_len tokens; if together they are still longer than max_text_len, only their last
+max_text_len - 2 tokens are kept; then [CLS] and [SEP] go around them. So a caption alone keeps its
+first 40 tokens (42 with the specials), and a long question loses its beginning, never the answer's end.
+
 Letters: B batch, T text tokens, F frames.
 """
 
@@ -29,7 +35,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from .processor import ImageProcessor, load_image
+from .processor import ImageProcessor
 from .tokenizer import GitTokenizer
 
 log = logging.getLogger(__name__)
@@ -107,10 +113,16 @@ def _parse_line(text: str, number: int, root: Path) -> Example:
     return Example(number, media, media_keys[0] == "video", prompt, target)
 
 
-def tokens_and_labels(tokenizer: GitTokenizer, prompt: str | None, target: str) -> tuple[list[int], list[int]]:
-    prompt_ids = tokenizer.prompt_ids(prompt)
-    target_ids = tokenizer.encode(target) + [tokenizer.eos_id]
-    return prompt_ids + target_ids, [IGNORE] * len(prompt_ids) + target_ids
+def tokens_and_labels(tokenizer: GitTokenizer, prompt: str | None, target: str,
+                      max_text_len: int | None = None) -> tuple[list[int], list[int]]:
+    prompt_ids = tokenizer.encode(prompt) if prompt is not None else []
+    target_ids = tokenizer.encode(target)
+    if max_text_len is not None:  # the original's rule, in the module docstring
+        prompt_ids, target_ids = prompt_ids[:max_text_len], target_ids[:max_text_len]
+    ids, labels = prompt_ids + target_ids, [IGNORE] * len(prompt_ids) + target_ids
+    if max_text_len is not None and len(ids) > max_text_len:
+        ids, labels = ids[-(max_text_len - 2):], labels[-(max_text_len - 2):]
+    return [tokenizer.bos_id] + ids + [tokenizer.eos_id], [IGNORE] + labels + [tokenizer.eos_id]
 
 
 class ManifestDataset(Dataset):
@@ -120,11 +132,14 @@ class ManifestDataset(Dataset):
     `pack` makes one item per image holding all of its texts (a caption and its questions),
     which collate packs into one row: the image is encoded once for all of them, and the mask
     keeps each text to itself (model/mask.py), so the loss is that of the texts taken one by one.
-    `preload` decodes every image once up front: worth it for small images read many times."""
+    `preload` decodes every image once up front: worth it for small images read many times.
+    `max_text_len` truncates each text as the original trains (module docstring); None keeps them whole."""
 
     def __init__(self, examples: Sequence[Example], processor: ImageProcessor, tokenizer: GitTokenizer,
-                 *, num_frames: int | None = None, preload: bool = False, pack: bool = False) -> None:
+                 *, num_frames: int | None = None, preload: bool = False, pack: bool = False,
+                 max_text_len: int | None = None) -> None:
         self.examples = list(examples)
+        self.max_text_len = max_text_len
         self.processor, self.tokenizer, self.num_frames = processor, tokenizer, num_frames
         groups: dict[Path | int, list[int]] = {}  # by image when packing, else one per example
         for i, ex in enumerate(self.examples):
@@ -151,7 +166,7 @@ class ManifestDataset(Dataset):
                 if not self.num_frames:
                     raise ValueError("a video example needs a model with temporal embeddings (n_frames)")
                 return preprocess_video(load_video_frames(ex.media, self.num_frames), self.processor)
-            return self.processor.preprocess(load_image(ex.media, self.processor.size))  # (3, H, W)
+            return self.processor.preprocess(self.processor.load(ex.media))  # (3, H, W)
         except (OSError, ValueError) as e:
             log.warning("manifest line %d: %s; skipped", ex.line, str(e).splitlines()[0] if str(e) else e)
             return None
@@ -161,7 +176,7 @@ class ManifestDataset(Dataset):
         pixel_values = self.pixel_values(members[0])
         if pixel_values is None:
             return None
-        texts = [tokens_and_labels(self.tokenizer, ex.prompt, ex.target) for ex in members]
+        texts = [tokens_and_labels(self.tokenizer, ex.prompt, ex.target, self.max_text_len) for ex in members]
         return {"pixel_values": pixel_values, "texts": texts}
 
 

@@ -31,7 +31,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -54,6 +53,7 @@ from ..data.manifest import IGNORE, ManifestDataset, collate, read_manifest
 from ..data.processor import ImageProcessor
 from ..data.tokenizer import GitTokenizer
 from ..model.git import GIT
+from .loss import LOSSES, token_loss
 from .monitor import evaluate_held_out, require_tensorboard, warn_unknown_tokens, write_scalars
 from .resume import check_resume, ctrl_c_held, resume_command, resume_optimizer, rng_states, set_rng_states
 
@@ -79,6 +79,8 @@ class TrainConfig:
     min_lr_ratio: float = 0.0  # the rate at the last step, as a fraction of lr
     clip_norm: float = 1.0  # 0 disables clipping
     label_smoothing: float = 0.0  # share of each target's probability spread over the vocabulary; 0: none
+    loss: str = "cross_entropy"  # or "original_smooth": the original's smoothed KL, eps 0.1 (training/loss.py)
+    max_text_len: int | None = None  # None: texts whole; 40: the original's truncation (data/manifest.py)
     grad_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
     num_workers: int = 0  # DataLoader worker processes
     preload: bool = False  # decode all images once into memory (small datasets)
@@ -107,6 +109,17 @@ class TrainConfig:
         if not self.lr > 0 or (self.vision_lr is not None and not self.vision_lr >= 0):
             raise ValueError(f"training config: lr = {self.lr!r} must be > 0 and vision_lr = {self.vision_lr!r} "
                              ">= 0; fix the rates")
+        if self.loss not in LOSSES:
+            raise ValueError(f"training config field loss = {self.loss!r} is not one of {', '.join(LOSSES)}; "
+                             "fix it in the config file or flag")
+        if self.loss == "original_smooth" and self.label_smoothing:
+            raise ValueError(f"training config: label_smoothing = {self.label_smoothing} with loss = "
+                             "'original_smooth', which smooths by its own eps 0.1; set label_smoothing to 0 or use "
+                             "loss 'cross_entropy'")
+        length = self.max_text_len
+        if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 3):
+            raise ValueError(f"training config field max_text_len = {self.max_text_len!r} must be an integer >= 3 "
+                             "or null; use 40 for the original's truncation, null for none")
         if self.eval_every and not self.eval_manifest:
             raise ValueError(f"training config: eval_every = {self.eval_every} but no eval_manifest; "
                              "pass --eval-manifest FILE.jsonl, or drop --eval-every")
@@ -307,7 +320,8 @@ def train(cfg: TrainConfig, *, model: GIT | None = None, tokenizer: GitTokenizer
     accel.optimize(model.to(device).train())  # the fast kernels train too; state_dict is unchanged
     model.set_grad_checkpointing(cfg.grad_checkpointing)
     dataset = ManifestDataset(read_manifest(cfg.train_manifest), processor, tokenizer,
-                              num_frames=model.cfg.n_frames, preload=cfg.preload, pack=cfg.pack)
+                              num_frames=model.cfg.n_frames, preload=cfg.preload, pack=cfg.pack,
+                              max_text_len=cfg.max_text_len)
     if rank == 0:
         warn_unknown_tokens(dataset.examples, tokenizer)
     optimizer = torch.optim.AdamW(param_groups(model, cfg), betas=cfg.betas,
@@ -349,12 +363,11 @@ def train(cfg: TrainConfig, *, model: GIT | None = None, tokenizer: GitTokenizer
                 with sync, autocast:
                     logits = net(batch["pixel_values"], batch["input_ids"], batch["attention_mask"],
                                  segment_ids=batch.get("segment_ids"))
-                    token_loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(),
-                                                 batch["labels"][:, 1:].flatten(), ignore_index=IGNORE,
-                                                 reduction="sum", label_smoothing=cfg.label_smoothing)
+                    step_loss = token_loss(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(),
+                                           cfg.loss, cfg.label_smoothing, ignore_index=IGNORE)
                 # DDP averages gradients over ranks; * world turns that average into the global sum.
-                (token_loss * world / n_tokens.clamp(min=1)).backward()
-                loss_sum += token_loss.detach()
+                (step_loss * world / n_tokens.clamp(min=1)).backward()
+                loss_sum += step_loss.detach()
             grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm) if cfg.clip_norm > 0
                          else torch.zeros(()))
             with ctrl_c_held():
