@@ -354,3 +354,17 @@ def test_corrupt_files(official_dir, tmp_path):
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"cls_token": "<s>"}))
     message = one_line_error(ValueError, GitTokenizer.from_pretrained, tmp_path)
     assert "'<s>'" in message and "cls_token" in message
+
+
+
+def test_original_prompt_is_the_originals_truncation(tok, reference):
+    """GenerativeImage2Text's inference.py makes its VQA prompt with the BERT tokenizer, `truncation=True,
+    add_special_tokens=False, max_length=40`, then keeps the payload's last 38 tokens after [CLS]; the
+    same call on transformers' tokenizer is the reference. 10, 38, 39, 40 and 45 words, and longer."""
+    for n in (10, 38, 39, 40, 45, 90):
+        question = " ".join(WORDS[i % len(WORDS)] for i in range(n))
+        payload = reference(question, truncation=True, add_special_tokens=False, max_length=40)["input_ids"]
+        if len(payload) > 38:
+            payload = payload[-38:]
+        assert tok.original_prompt_ids(question) == [tok.bos_id] + payload
+        assert (tok.original_prompt_ids(question) == tok.prompt_ids(question)) == (n <= 38)

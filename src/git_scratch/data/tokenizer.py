@@ -196,7 +196,16 @@ class GitTokenizer:
         """GIT's prompt: [CLS] alone for captioning, [CLS] + question tokens (no [SEP]) for a question."""
         return [self.bos_id] + (self.encode(text) if text is not None else [])
 
-    def batch_prompts(self, texts: Sequence[str | bytes | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    def original_prompt_ids(self, question: str | bytes, max_text_len: int = 40) -> list[int]:
+        """The original implementation's VQA prompt (GenerativeImage2Text's inference.py): the question's
+        first `max_text_len` tokens (its tokenizer's truncation), of which only the last max_text_len - 2
+        are kept, after [CLS]; no [SEP]. A 45-token question loses its last 5 tokens and then its
+        first 2. Short questions give prompt_ids(question)."""
+        payload = self.encode(question)[:max_text_len]
+        return [self.bos_id] + payload[-(max_text_len - 2):]
+
+    def batch_prompts(self, texts: Sequence[str | bytes | None], *,
+                      original: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded prompts: input_ids (B, T) long, attention_mask (B, T) long, 1 = token, 0 = padding.
 
         Left padding puts every prompt's last token in the same column, so each decoding step
@@ -205,7 +214,9 @@ class GitTokenizer:
         if isinstance(texts, (str, bytes)) or not texts:
             raise ValueError(f"batch_prompts needs a non-empty list with one prompt (or None) per image, "
                              f"got {texts!r:.60}")
-        prompts = [self.prompt_ids(text) for text in texts]
+        # original: questions cut as the original implementation cuts them (original_prompt_ids)
+        prompts = [self.original_prompt_ids(text) if original and text is not None else self.prompt_ids(text)
+                   for text in texts]
         width = max(len(ids) for ids in prompts)
         input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)  # (B, T)
         attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)  # (B, T)

@@ -4,12 +4,20 @@ Semantics follow transformers' `generate` (greedy, multinomial sampling, beam se
 tokens are identical; tests/parity/test_generate_parity.py checks that. Arguments are checked
 before any work: a bad one costs no vision work.
 
+The file runs over 400 lines because `generate` is one contract with transformers' read together:
+its arguments and their checks, the processor chain, the three loops, and the rules table that says
+whose decoding the loops reproduce (`semantics`): a generation of transformers' beam search, or
+Microsoft's original GenerativeImage2Text (greedy with its repeat ban, its beam search), one row each.
+
 Letters: B images, K beams or returned sequences per image, R = B*K rows, T0 prompt length,
 T = T0 + max_new_tokens, N image tokens, V vocab.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,6 +26,7 @@ import torch.nn.functional as F
 from ..config import GitConfig
 from ..model.git import GIT, check_pixel_values, text_mask_for
 from . import processors
+from .outputs import GenerateOutput
 from .prefix import DecodeState, ImagePrefix, decode_step, empty_prefix, encode_prefix, prefill, reorder_beams
 from .processors import Processor
 
@@ -65,55 +74,237 @@ def make_processor(n_prompt: int, *, eos_id: int, min_new_tokens: int = 0, sampl
     return process
 
 
+# --- beam search rules: one row per decoder reproduced (transformers' generations, the original's) --
+
+
+def power_penalty(length: torch.Tensor | int, alpha: float) -> torch.Tensor | float:
+    """transformers' length normalisation, every generation: score = sum log p / length ** alpha.
+    A length 0 (BeamSearchScorer's first-step EOS without prompt) gives 0 or inf, never an exception."""
+    if isinstance(length, torch.Tensor):
+        return length.float() ** alpha
+    return float(length) ** alpha if length or alpha >= 0 else math.inf
+
+
+def gnmt_penalty(length: torch.Tensor | int, alpha: float) -> torch.Tensor | float:
+    """The original GIT's normalisation (OpenNMT's, from GNMT): score = sum log p / ((5 + length) / 6) ** alpha."""
+    if isinstance(length, torch.Tensor):
+        return ((5 + length.float()) / 6) ** alpha
+    return ((5 + length) / 6) ** alpha
+
+
+@dataclass(frozen=True)
+class BeamRules:
+    """What a decoder counts, one field per measured difference (docs/generation.md). `beam_search`
+    and `greedy_or_sample` are one loop each; these only change their arithmetic.
+
+    A hypothesis' length, for the length penalty, is its generated tokens, minus the closing EOS
+    unless `counts_eos`, plus the prompt's width if `counts_prompt`. `denominator(length, alpha)`
+    turns it into the normaliser. The "is done" test compares the worst finished score with the best
+    running score (`done_against="running"`: the best beam still running after the step) or the best
+    of the step's 2K candidates, EOS ones included (`"candidates"`: BeamSearchScorer), each normalised
+    at the length an EOS hypothesis of that step has (`done_length="step"`; early_stopping="never" with
+    alpha > 0, or `"longest"`: the length a hypothesis reaching max length has). At max length either
+    the top K candidates of the last step end there, like EOS ones (`max_length_ends="candidates"`), or
+    the K beams still running after it join the finished pool (`"running"`: BeamSearchScorer.finalize),
+    or every candidate ends with its last token replaced by EOS (`"eos"`). The pool keeps `kept`
+    hypotheses per image (None: K), a new one entering only if strictly better; EOS candidates finish
+    when ranked among the step's top K. (The original offers every EOS ranked before the K-th candidate
+    that runs on, and tests "done" before a step's hypotheses join: with one kept hypothesis neither
+    changes a token, docs/generation.md says why.) After a returned hypothesis' EOS come EOS tokens
+    (`eos_fill`, both searches),
+    `pad_id or eos_id` (`fill_pad_or_eos`, the vectorised search's fill: GIT's pad id 0 is falsy, so
+    EOS tokens) or pad tokens; `full_width` returns every row at prompt + max_new_tokens, else cut after
+    the longest returned hypothesis. Greedy: with `bans_last_token` each step after the first ranks the
+    log-softmax of the logits with the token just generated set to -10000."""
+
+    counts_eos: bool
+    counts_prompt: bool
+    done_against: str  # "running" | "candidates"
+    max_length_ends: str  # "candidates" | "running" | "eos"
+    fill_pad_or_eos: bool
+    denominator: Callable[[torch.Tensor | int, float], torch.Tensor | float] = power_penalty
+    done_length: str = "step"  # "step" | "longest"
+    kept: int | None = None
+    eos_fill: bool = False
+    full_width: bool = False
+    bans_last_token: bool = False
+
+    def length(self, n_generated: int, n_prompt: int, *, eos: torch.Tensor | bool) -> torch.Tensor | int:
+        """The length penalised for a hypothesis of `n_generated` tokens, ending in EOS where `eos`
+        (a Python int wherever it is the same for every candidate)."""
+        dropped = 0 if self.counts_eos else eos.long() if isinstance(eos, torch.Tensor) else int(eos)
+        return n_generated - dropped + (n_prompt if self.counts_prompt else 0)
+
+
+SEMANTICS: dict[str, BeamRules] = {
+    # transformers >= 4.50 (vectorised beam search; 5.24 installed), measured by tests/parity
+    "transformers": BeamRules(counts_eos=True, counts_prompt=False, done_against="running",
+                              max_length_ends="candidates", fill_pad_or_eos=True),
+    # BeamSearchScorer and BeamHypotheses, 4.36 to 4.49 (4.49 measured; 4.36 took the prompt out
+    # of the length and put the EOS in)
+    "transformers<4.50": BeamRules(counts_eos=True, counts_prompt=False, done_against="candidates",
+                                   max_length_ends="running", fill_pad_or_eos=False),
+    # the same scorer up to 4.28: the length is the whole row but the EOS, prompt included (4.26
+    # measured). 4.29 to 4.35 (the done test one token longer than the hypotheses) is not a row.
+    "transformers<4.29": BeamRules(counts_eos=False, counts_prompt=True, done_against="candidates",
+                                   max_length_ends="running", fill_pad_or_eos=False),
+    # Microsoft's GenerativeImage2Text (commit faae4fb, layers/decoder.py): GeneratorWithBeamSearch with
+    # one kept hypothesis, AutoRegressiveBeamSearch's greedy (beam 1), measured by tests/original
+    "original": BeamRules(counts_eos=False, counts_prompt=True, done_against="candidates", max_length_ends="eos",
+                          fill_pad_or_eos=True, denominator=gnmt_penalty, done_length="longest", kept=1, eos_fill=True,
+                          full_width=True, bans_last_token=True),
+}
+
+
+def beam_rules(semantics: str) -> BeamRules:
+    if semantics not in SEMANTICS:
+        raise ValueError(f"semantics = {semantics!r} is not one of {', '.join(map(repr, SEMANTICS))}; "
+                         "pick the decoding rules of the implementation to reproduce")
+    return SEMANTICS[semantics]
+
+
+# --- what the loops run the model through ------------------------------------------------------
+
+
+def parameter_device(model: GIT) -> torch.device:
+    return model.lm_head.weight.device
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The functions decoding reaches a model through: prefix.py's, over a PyTorch GIT. The loops
+    and `generate` touch the model only here (and its `cfg`), so another runtime over another model
+    object swaps these alone: export/decode.py runs the exported ONNX graphs through the same loops."""
+
+    encode_prefix: Callable[..., ImagePrefix]
+    empty_prefix: Callable[..., ImagePrefix]
+    prefill: Callable[..., tuple[Any, torch.Tensor]]
+    decode_step: Callable[..., torch.Tensor]
+    reorder_beams: Callable[..., None]
+    device: Callable[..., torch.device] = parameter_device
+
+
+TORCH = Runtime(encode_prefix, empty_prefix, prefill, decode_step, reorder_beams)
+
+
 # --- the loops -------------------------------------------------------------------------------
 
 
 def greedy_or_sample(model: GIT, state: DecodeState, logits: torch.Tensor, input_ids: torch.Tensor,
                      process: Processor, *, max_new_tokens: int, eos_id: int, pad_id: int,
-                     sample: bool, generator: torch.Generator | None) -> torch.Tensor:
+                     sample: bool, generator: torch.Generator | None,
+                     kept_scores: list[torch.Tensor] | None = None, kept_logits: list[torch.Tensor] | None = None,
+                     rules: BeamRules = SEMANTICS["transformers"], runtime: Runtime = TORCH,
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Token ids (R, T0 + new), and under `rules.bans_last_token` the original's per-row score (R,)
+    (else None): the sum of the ranked scores of the chosen tokens over the row's tokens that are not
+    EOS, plus one if it ended, minus the prompt (at least 1). `kept_scores` / `kept_logits`, when given,
+    receive each step's processed scores / raw logits (R, V)."""
     sequences = input_ids
     finished = torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
     n_prompt = input_ids.shape[1]
+    fill_id = eos_id if rules.eos_fill else pad_id  # transformers pads finished rows, the original repeats EOS
+    total = torch.zeros(len(input_ids), device=logits.device) if rules.bans_last_token else None
     for step in range(max_new_tokens):
+        if kept_logits is not None:
+            kept_logits.append(logits)
+        if rules.bans_last_token:  # the original: no token twice in a row (the prompt's last may come first)
+            banned = logits.scatter(1, sequences[:, -1:], -10000.0) if step else logits
+            logits = F.log_softmax(banned, dim=-1)
         scores = process(sequences, logits)
+        if kept_scores is not None:
+            kept_scores.append(scores)
         if sample:
             token = torch.multinomial(scores.softmax(-1), 1, generator=generator)[:, 0]
         else:
             token = scores.argmax(-1)
-        token = token.masked_fill(finished, pad_id)  # finished rows are padded, as transformers does
+        token = token.masked_fill(finished, fill_id)
+        if total is not None:  # a row that ended scores 0 (the original forces EOS with log-probability 0)
+            total += scores.gather(1, token[:, None])[:, 0].masked_fill(finished, 0.0)
         sequences = torch.cat([sequences, token[:, None]], dim=1)
         finished |= token == eos_id
         if finished.all() or step == max_new_tokens - 1:
             break
-        logits = decode_step(model, state, token[:, None], n_prompt + step)
-    return sequences
+        logits = runtime.decode_step(model, state, token[:, None], n_prompt + step)
+    if total is None:
+        return sequences, None
+    n_valid = (sequences != eos_id).sum(-1) + (sequences == eos_id).any(-1) - n_prompt
+    return sequences, total / n_valid.clamp(min=1)
 
 
 def beam_search(model: GIT, state: DecodeState, logits: torch.Tensor, input_ids: torch.Tensor,
-                process: Processor, *, num_beams: int, max_new_tokens: int, eos_id: int, fill_id: int,
+                process: Processor, *, num_beams: int, max_new_tokens: int, eos_id: int, pad_id: int,
                 length_penalty: float, early_stopping: bool | str, num_return_sequences: int,
                 sample: bool = False, generator: torch.Generator | None = None,
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """transformers' vectorised beam search, step for step, over our cache. Returns the best
-    `num_return_sequences` hypotheses per image, (B * n, T0 + generated), and their scores."""
+                rules: BeamRules = SEMANTICS["transformers"], kept_scores: list[torch.Tensor] | None = None,
+                kept_logits: list[torch.Tensor] | None = None, track_beams: bool = False,
+                runtime: Runtime = TORCH) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """transformers' beam search, step for step, over our cache, under `rules` (the vectorised
+    search of transformers >= 4.50 by default). Returns the best `num_return_sequences` hypotheses
+    per image, (B * n, T0 + generated), their scores (B * n,), and with `track_beams` the row each
+    of their tokens was chosen from, (B * n, generated) with -1 after a hypothesis ended (else None).
+    `kept_scores` / `kept_logits` receive each step's processed log-probs / raw logits (B * K, V)."""
     rows, n_prompt = input_ids.shape
     batch, k, device = rows // num_beams, num_beams, input_ids.device
     n_keep = 2 * k  # candidates per step: enough that k survive even if k of them end now
     max_len = n_prompt + max_new_tokens
+    fill_id = eos_id if rules.eos_fill else (pad_id or eos_id) if rules.fill_pad_or_eos else pad_id
+    n_slots = rules.kept or k  # finished hypotheses kept per image
     running = torch.full((batch, k, max_len), fill_id, dtype=torch.long, device=device)
     running[:, :, :n_prompt] = input_ids.view(batch, k, n_prompt)
-    finished_seqs = running.clone()
+    finished_seqs = running[:, :n_slots].clone()
     running_scores = torch.zeros(batch, k, device=device)
     running_scores[:, 1:] = -1e9  # all beams start equal: let only the first one expand
-    finished_scores = torch.full((batch, k), -1e9, device=device)
-    finished_lengths = torch.zeros(batch, k, dtype=torch.long, device=device)
-    is_finished = torch.zeros(batch, k, dtype=torch.bool, device=device)
+    finished_scores = torch.full((batch, n_slots), -1e9, device=device)
+    finished_lengths = torch.zeros(batch, n_slots, dtype=torch.long, device=device)
+    is_finished = torch.zeros(batch, n_slots, dtype=torch.bool, device=device)
     can_improve = torch.ones(batch, 1, dtype=torch.bool, device=device)
     first_k = torch.arange(n_keep, device=device) < k
+    # which row chose each token (b * K + beam), -1 where none was chosen: only when asked for
+    running_from = torch.full((batch, k, max_new_tokens), -1, dtype=torch.long, device=device) if track_beams else None
+    finished_from = running_from[:, :n_slots].clone() if track_beams else None
+    # a hypothesis that reaches max length (the original writes EOS in place of its last token)
+    longest = rules.length(max_new_tokens, n_prompt, eos=rules.max_length_ends == "eos")
+
+    def add_finished(scores: torch.Tensor, seqs: torch.Tensor, n_generated: int, joins: torch.Tensor,
+                     came_from: torch.Tensor | None, *, eos: torch.Tensor | bool) -> None:
+        """Merge hypotheses (B, M) into the pool of the best finished ones, where `joins`; the pool's
+        own come first, so a new one displaces one only if strictly better."""
+        nonlocal finished_scores, finished_seqs, finished_lengths, is_finished, finished_from
+        normalised = scores / rules.denominator(rules.length(n_generated, n_prompt, eos=eos), length_penalty)
+        full = is_finished.all(-1, keepdim=True) & (early_stopping is True)
+        normalised = normalised - 1e9 * (full | ~can_improve | ~joins).float()
+        pool_scores = torch.cat([finished_scores, normalised], dim=1)
+        best = torch.topk(pool_scores, n_slots).indices
+        finished_scores = pool_scores.gather(1, best)
+        finished_seqs = torch.cat([finished_seqs, seqs], 1).gather(1, best[:, :, None].expand(-1, -1, max_len))
+        new_lengths = torch.full_like(normalised, n_generated, dtype=torch.long)
+        finished_lengths = torch.cat([finished_lengths, new_lengths], 1).gather(1, best)
+        is_finished = torch.cat([is_finished, joins], 1).gather(1, best)
+        if track_beams:
+            index = best[:, :, None].expand(-1, -1, max_new_tokens)
+            finished_from = torch.cat([finished_from, came_from], 1).gather(1, index)
+
+    def may_improve(top_scores: torch.Tensor, step: int) -> torch.Tensor:
+        """(B, 1): whether a row's best score, normalised as `rules` say, still beats its worst finished one."""
+        best = running_scores[:, :1] if rules.done_against == "running" else top_scores[:, :1]
+        at_longest = rules.done_length == "longest" or early_stopping == "never" and length_penalty > 0
+        best_len = longest if at_longest else rules.length(step + 1, n_prompt, eos=True)
+        best_possible = best / rules.denominator(best_len, length_penalty)
+        worst_done = torch.where(is_finished, finished_scores.min(-1, keepdim=True).values, -1e9)
+        beats_worst = (best_possible > worst_done).any(-1, keepdim=True)  # an open slot is a -1e9 "worst"
+        if rules.done_against == "candidates":  # BeamHypotheses is never done with fewer than K, even at
+            beats_worst |= ~is_finished.all(-1, keepdim=True)  # length 0, where the best score is -inf
+        return beats_worst
 
     for cur_len in range(n_prompt, max_len):
+        step, last = cur_len - n_prompt, cur_len + 1 == max_len
         # a. candidates: every beam times every token, scored by accumulated log-probability
         log_probs = process(running[:, :, :cur_len].flatten(0, 1), F.log_softmax(logits, dim=-1))
+        if kept_scores is not None:
+            kept_scores.append(log_probs)
+        if kept_logits is not None:
+            kept_logits.append(logits)
         totals = (log_probs.view(batch, k, -1) + running_scores[:, :, None]).flatten(1)  # (B, K*V)
         if sample:
             # 2K draws without replacement from the accumulated scores, then sorted best first as
@@ -125,9 +316,17 @@ def beam_search(model: GIT, state: DecodeState, logits: torch.Tensor, input_ids:
             top_scores, top_idx = torch.topk(totals, n_keep)  # (B, 2K)
         vocab = logits.shape[-1]
         src_beam, token = top_idx // vocab, top_idx % vocab
+        if last and rules.max_length_ends == "eos":  # the original ends every candidate, EOS for its last token
+            token = torch.full_like(token, eos_id)
         cand = running.gather(1, src_beam[:, :, None].expand(-1, -1, max_len)).clone()
         cand[:, :, cur_len] = token
-        ends = (token == eos_id) | (cur_len + 1 >= max_len)  # (B, 2K)
+        cand_from = None
+        if track_beams:
+            cand_from = running_from.gather(1, src_beam[:, :, None].expand(-1, -1, max_new_tokens)).clone()
+            cand_from[:, :, step] = src_beam + torch.arange(batch, device=device)[:, None] * k
+        ends = token == eos_id  # (B, 2K)
+        if last and rules.max_length_ends == "candidates":
+            ends = torch.ones_like(ends)
 
         # b. the k best candidates that did not end keep running
         alive_scores = top_scores - 1e9 * ends.float()
@@ -135,35 +334,28 @@ def beam_search(model: GIT, state: DecodeState, logits: torch.Tensor, input_ids:
         running = cand.gather(1, keep[:, :, None].expand(-1, -1, max_len))
         running_scores = alive_scores.gather(1, keep)
         parent = src_beam.gather(1, keep)  # (B, K): which old beam each new one extends
+        if track_beams:
+            running_from = cand_from.gather(1, keep[:, :, None].expand(-1, -1, max_new_tokens))
 
         # c. candidates that ended among the top k join the finished pool if good enough
-        just_done = ends & first_k
-        done_scores = top_scores / ((cur_len + 1 - n_prompt) ** length_penalty)
-        full = is_finished.all(-1, keepdim=True) & (early_stopping is True)
-        done_scores = done_scores - 1e9 * (full | ~can_improve | ~just_done).float()
-        pool_scores = torch.cat([finished_scores, done_scores], dim=1)
-        best = torch.topk(pool_scores, k).indices
-        finished_scores = pool_scores.gather(1, best)
-        finished_seqs = torch.cat([finished_seqs, cand], 1).gather(1, best[:, :, None].expand(-1, -1, max_len))
-        new_lengths = torch.full_like(done_scores, cur_len + 1 - n_prompt, dtype=torch.long)
-        finished_lengths = torch.cat([finished_lengths, new_lengths], 1).gather(1, best)
-        is_finished = torch.cat([is_finished, just_done], 1).gather(1, best)
+        add_finished(top_scores, cand, step + 1, ends & first_k, cand_from, eos=token == eos_id)
 
-        # d. stop when no running beam can beat the finished ones (transformers' heuristic)
-        best_len = max_len - n_prompt if early_stopping == "never" and length_penalty > 0 else cur_len + 1 - n_prompt
-        best_running = running_scores[:, :1] / (best_len ** length_penalty)
-        worst_done = torch.where(is_finished, finished_scores.min(-1, keepdim=True).values, -1e9)
-        can_improve = can_improve & (best_running > worst_done).any(-1, keepdim=True)
+        # d. stop when no running beam can beat the finished ones
+        can_improve = can_improve & may_improve(top_scores, step)
+        if last and rules.max_length_ends == "running":  # BeamSearchScorer.finalize
+            add_finished(running_scores, running, max_new_tokens, torch.ones_like(can_improve).expand(-1, k),
+                         running_from, eos=False)
         all_full = is_finished.all() & (early_stopping is True)
-        if not can_improve.any() or all_full or ends.all():
+        if not can_improve.any() or all_full or ends.all() or last:
             break
         rows_from = (parent + torch.arange(batch, device=device)[:, None] * k).flatten()
-        reorder_beams(state, rows_from, cur_len)  # text slots written so far: 0 .. cur_len-1
-        logits = decode_step(model, state, running[:, :, cur_len].reshape(-1, 1), cur_len)
+        runtime.reorder_beams(state, rows_from, cur_len)  # text slots written so far: 0 .. cur_len-1
+        logits = runtime.decode_step(model, state, running[:, :, cur_len].reshape(-1, 1), cur_len)
 
     n = num_return_sequences
-    out_len = n_prompt + int(finished_lengths[:, :n].max())
-    return finished_seqs[:, :n, :out_len].flatten(0, 1), finished_scores[:, :n].flatten()
+    n_out = max_new_tokens if rules.full_width else int(finished_lengths[:, :n].max())
+    came_from = finished_from[:, :n, :n_out].flatten(0, 1) if track_beams else None
+    return finished_seqs[:, :n, :n_prompt + n_out].flatten(0, 1), finished_scores[:, :n].flatten(), came_from
 
 
 # --- the entry points ------------------------------------------------------------------------
@@ -179,7 +371,9 @@ def generate(model: GIT, pixel_values: torch.Tensor | None, input_ids: torch.Ten
              repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0,
              bad_words_ids: list[list[int]] | None = None, constraint: Processor | None = None,
              prefix: ImagePrefix | None = None, image_index: torch.Tensor | None = None,
-             ) -> torch.Tensor:
+             semantics: str = "transformers", return_dict_in_generate: bool = False,
+             output_scores: bool = False, output_logits: bool = False, runtime: Runtime = TORCH,
+             ) -> torch.Tensor | GenerateOutput:
     """Token ids (B * num_return_sequences, prompt + new), the prompt included, exactly as
     transformers' `generate` returns them. `input_ids=None` means the prompt `[bos]`; batched
     prompts are left-padded with `attention_mask`. The image prefix is computed once per image
@@ -191,11 +385,26 @@ def generate(model: GIT, pixel_values: torch.Tensor | None, input_ids: torch.Ten
     (> 1 discourages every token already in the row, prompt included, pads not), `no_repeat_ngram_size`
     (no n-gram twice, prompt and pads included), `bad_words_ids` (token-id sequences never generated).
     `constraint` is one's own Processor, `(sequences (R, t), scores (R, V)) -> scores`, run after
-    them and before the sampling warpers; constrain.py's answer trie is one."""
+    them and before the sampling warpers; constrain.py's answer trie is one.
+
+    `return_dict_in_generate=True` returns a GenerateOutput instead (outputs.py): the sequences,
+    and with `output_scores` / `output_logits` each step's processed scores / raw logits, as
+    transformers names them. `semantics` picks whose rules to reproduce (SEMANTICS: "transformers",
+    today's; "transformers<4.50" and "transformers<4.29", BeamSearchScorer's, greedy and sampling the
+    same in these; "original", Microsoft's GenerativeImage2Text, greedy and beam search, whose
+    max_steps is prompt length + max_new_tokens: its beam search returns that width, EOS-filled, and
+    `sequences_scores` holds its own score, not a log-probability; docs/generation.md). `runtime` is
+    what `model` runs through (Runtime; export/decode.py's ONNX_RUNTIME runs an exported model)."""
+    rules = beam_rules(semantics)
+    if semantics == "original":
+        check_original(attention_mask, num_beams=num_beams, do_sample=do_sample, length_penalty=length_penalty,
+                       early_stopping=early_stopping, num_return_sequences=num_return_sequences,
+                       min_new_tokens=min_new_tokens, repetition_penalty=repetition_penalty,
+                       no_repeat_ngram_size=no_repeat_ngram_size, bad_words_ids=bad_words_ids, constraint=constraint)
     cfg = model.cfg
-    device = model.lm_head.weight.device
+    device = runtime.device(model)
     if prefix is None and pixel_values is None:
-        prefix = empty_prefix(model)  # one image-less prefix, shared by all prompts
+        prefix = runtime.empty_prefix(model)  # one image-less prefix, shared by all prompts
     n_images = prefix.keys[0].shape[0] if prefix is not None else pixel_values.shape[0]
     if input_ids is None:
         input_ids = torch.full((n_images, 1), cfg.bos_id, dtype=torch.long, device=device)
@@ -220,20 +429,28 @@ def generate(model: GIT, pixel_values: torch.Tensor | None, input_ids: torch.Ten
                              no_repeat_ngram_size=no_repeat_ngram_size, bad_words_ids=bad_words_ids,
                              vocab_size=cfg.vocab_size)
     if prefix is None:
-        prefix = encode_prefix(model, pixel_values.to(device))
-    state, logits = prefill(model, prefix, image_index, input_ids, attention_mask, max_new_tokens)
+        prefix = runtime.encode_prefix(model, pixel_values.to(device))
+    state, logits = runtime.prefill(model, prefix, image_index, input_ids, attention_mask, max_new_tokens)
+    # per-step tensors are kept only when asked for: the default call keeps nothing
+    kept_scores = [] if return_dict_in_generate and output_scores else None
+    kept_logits = [] if return_dict_in_generate and output_logits else None
+    sequences_scores = beam_indices = None
     if num_beams == 1:
-        return greedy_or_sample(model, state, logits, input_ids, process, max_new_tokens=max_new_tokens,
-                                eos_id=cfg.eos_id, pad_id=cfg.pad_id, sample=do_sample, generator=generator)
-    # transformers fills unused beam slots with `pad_token_id or eos_token_id`: pad id 0 (GIT's)
-    # is falsy there, so GIT's beams end in EOS tokens. Matching that keeps outputs identical.
-    fill_id = cfg.pad_id or cfg.eos_id
-    sequences, _ = beam_search(model, state, logits, input_ids, process, num_beams=num_beams,
-                               max_new_tokens=max_new_tokens, eos_id=cfg.eos_id, fill_id=fill_id,
-                               length_penalty=length_penalty, early_stopping=early_stopping,
-                               num_return_sequences=num_return_sequences, sample=do_sample,
-                               generator=generator)
-    return sequences
+        sequences, sequences_scores = greedy_or_sample(
+            model, state, logits, input_ids, process, max_new_tokens=max_new_tokens, eos_id=cfg.eos_id,
+            pad_id=cfg.pad_id, sample=do_sample, generator=generator, kept_scores=kept_scores,
+            kept_logits=kept_logits, rules=rules, runtime=runtime)
+    else:
+        sequences, sequences_scores, beam_indices = beam_search(
+            model, state, logits, input_ids, process, num_beams=num_beams, max_new_tokens=max_new_tokens,
+            eos_id=cfg.eos_id, pad_id=cfg.pad_id, length_penalty=length_penalty, early_stopping=early_stopping,
+            num_return_sequences=num_return_sequences, sample=do_sample, generator=generator, rules=rules,
+            kept_scores=kept_scores, kept_logits=kept_logits, track_beams=return_dict_in_generate, runtime=runtime)
+    if not return_dict_in_generate:
+        return sequences
+    return GenerateOutput(sequences=sequences, scores=None if kept_scores is None else tuple(kept_scores),
+                          logits=None if kept_logits is None else tuple(kept_logits),
+                          sequences_scores=sequences_scores if output_scores else None, beam_indices=beam_indices)
 
 
 @torch.no_grad()
@@ -250,7 +467,7 @@ def answer(model: GIT, pixel_values: torch.Tensor, questions: list[list[int]], *
     check_pixel_values(pixel_values, model.cfg)
     prompts = _prompt_lists(questions)
     longest = max(len(q) for q in prompts)
-    device = model.lm_head.weight.device
+    device = generate_kwargs.get("runtime", TORCH).device(model)
     input_ids = torch.full((len(prompts), longest), model.cfg.pad_id, dtype=torch.long, device=device)
     attention_mask = torch.zeros_like(input_ids)
     for row, q in enumerate(prompts):
@@ -282,6 +499,23 @@ def pad_after_eos(ids: torch.Tensor, eos_id: int, pad_id: int) -> torch.Tensor:
     is_eos = (ids == eos_id).long()
     after_first = (is_eos.cumsum(-1) - is_eos) > 0  # (R, new): an EOS came strictly before
     return ids.masked_fill(after_first, pad_id)
+
+
+def check_original(attention_mask: torch.Tensor | None, **settings: Any) -> None:
+    """semantics="original" reproduces the original's greedy and beam search as it ran them: any other
+    setting has no original behaviour to match, so it is refused (one line) rather than guessed."""
+    defaults = {"do_sample": False, "early_stopping": False, "num_return_sequences": 1, "min_new_tokens": 0,
+                "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "bad_words_ids": None, "constraint": None}
+    for name, default in defaults.items():
+        if settings[name] != default:
+            raise ValueError(f"semantics='original' does not support {name}={settings[name]!r}; leave it at "
+                             f"{default!r} or use semantics='transformers'")
+    if settings["num_beams"] > 1 and not settings["length_penalty"] > 0:
+        raise ValueError(f"semantics='original' needs length_penalty > 0 with beams (the original asserts it), "
+                         f"got {settings['length_penalty']}; the original's default is 0.6")
+    if attention_mask is not None and not bool(attention_mask.bool().all()):
+        raise ValueError("semantics='original' decodes unpadded prompts only (the original takes one VQA prompt "
+                         "at a time); pass prompts of one length without padding, or one call per prompt")
 
 
 def check_generation_inputs(cfg: GitConfig, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, *,

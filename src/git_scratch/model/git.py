@@ -160,9 +160,11 @@ class GIT(nn.Module):
         self.vision.set_grad_checkpointing(enabled)
 
     def generate(self, pixel_values: torch.Tensor, input_ids: torch.Tensor | None = None,
-                 attention_mask: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
+                 attention_mask: torch.Tensor | None = None, **kwargs: Any) -> Any:
         """`git_scratch.generate(model, ...)`: token ids, prompt included, as transformers' `generate`
-        returns them (greedy, sampling, beam search; its keywords are listed there)."""
+        returns them (greedy, sampling, beam search; its keywords are listed there), or a
+        GenerateOutput with return_dict_in_generate=True. `constraint=` plugs in one's own logits
+        processor; `semantics=` picks whose beam-search rules to reproduce."""
         from ..generation.search import generate  # lazy: generation/ imports this module
 
         return generate(self, pixel_values, input_ids, attention_mask, **kwargs)
