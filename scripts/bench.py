@@ -5,6 +5,7 @@
     python scripts/bench.py --threads 1 --clock cpu         # steady on a machine other jobs share
     python scripts/bench.py --cases caption,beam3 --repeats 5 --json bench.json
     python scripts/bench.py --dtype bf16 --no-memory        # bf16 on both sides (tokens may differ)
+    python scripts/bench.py --cases batch8 --data-path 2    # and evaluation's data path, 2 workers
 
 Both sides hold the same weights: a seeded random `transformers.GitForCausalLM` is saved with
 `save_pretrained` and loaded into git_scratch through the converter, as a user loads
@@ -36,16 +37,28 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode, register_flop_formula, sdpa_backward_flop_count, sdpa_flop_count
+from PIL import Image
+from torch.utils.data import DataLoader
+from torch.utils.flop_counter import (
+    FlopCounterMode,
+    flop_registry,
+    register_flop_formula,
+    sdpa_backward_flop_count,
+    sdpa_flop_count,
+)
 
 from git_scratch import GIT, GitConfig, VisionConfig, git_loss
 from git_scratch.accel.onednn import ONEDNN_LINEAR
 from git_scratch.atomic import atomic_write_text
 from git_scratch.checkpoints.hub import config_to_hf
+from git_scratch.data.processor import ImageProcessor
+from git_scratch.evaluation.datasets import EvalItem
+from git_scratch.evaluation.run import decode_batch
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "performance.md"
@@ -56,20 +69,26 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 # CPU SDPA runs kernels the flop counter does not know; their FLOPs are those of the GPU ones.
-@register_flop_formula(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu)
 def _cpu_sdpa_flop(query, key, value, *args, out_shape=None, **kwargs) -> int:
     return sdpa_flop_count(query, key, value)
 
 
-@register_flop_formula(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward)
 def _cpu_sdpa_backward_flop(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
     return sdpa_backward_flop_count(grad_out, query, key, value)
 
 
 # accel/onednn.py's oneDNN kernel: an ordinary (rows, K) x (K, N) product. Formulas get shapes.
-@register_flop_formula(torch.ops.mkldnn._linear_pointwise)
 def _onednn_linear_flop(x_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
     return 2 * math.prod(x_shape) * weight_shape[0]
+
+
+# Once per process: the registry is torch's, and a second import of this file (tests load it by
+# path, more than one of them) would otherwise register the same operator twice, which torch refuses.
+for _op, _formula in ((torch.ops.aten._scaled_dot_product_flash_attention_for_cpu, _cpu_sdpa_flop),
+                      (torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward, _cpu_sdpa_backward_flop),
+                      (torch.ops.mkldnn._linear_pointwise, _onednn_linear_flop)):
+    if _op not in flop_registry:
+        register_flop_formula(_op)(_formula)
 
 
 SHAPES: dict[str, Callable[[], GitConfig]] = {
@@ -352,6 +371,28 @@ def bound_seconds(case: Case, model: GIT, flops: float, machine: Machine) -> flo
     return max(flops - case.steps * step_flops, 0) / (machine.gflops * 1e9) + case.steps * step
 
 
+def data_path_rate(image_size: int, workers: int, n_images: int = 96) -> float:
+    """Images/s of evaluation's data path alone: JPEG decoding and the processor in DataLoader
+    workers, through the same loader and collate as evaluation/run.py, on COCO-sized (640x480)
+    random-noise JPEGs (which decode slower than photos), batches of 8, no model."""
+    processor = ImageProcessor(size=image_size, crop_size=image_size)
+    g = torch.Generator().manual_seed(0)
+    with tempfile.TemporaryDirectory(prefix="git-bench-data-") as tmp:
+        items = []
+        for i in range(n_images):
+            path = Path(tmp) / f"{i:05d}.jpg"
+            Image.fromarray(torch.randint(0, 256, (480, 640, 3), generator=g, dtype=torch.uint8).numpy()).save(
+                path, quality=90)
+            items.append(EvalItem(i, path, False, None, ()))
+        batches = [items[start:start + 8] for start in range(0, n_images, 8)]
+        loader = DataLoader(batches, batch_size=None, num_workers=workers,
+                            collate_fn=partial(decode_batch, processor=processor, n_frames=None))
+        start = time.perf_counter()  # worker start-up included: an evaluation pays it too, once
+        for _ in loader:
+            pass
+        return n_images / (time.perf_counter() - start)
+
+
 # --- running ----------------------------------------------------------------------------------
 
 
@@ -569,6 +610,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--doc", type=Path, nargs="?", const=DOC, help=f"rewrite the table in this file (default {DOC.relative_to(ROOT)})")
     parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory children")
+    parser.add_argument("--data-path", type=int, metavar="WORKERS", help="also time evaluation's data path alone "
+                        "(decoding + processor) with this many DataLoader workers, against batch8's images/s")
     parser.add_argument("--child", choices=("ours", "theirs"), help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -602,6 +645,12 @@ def main(argv: list[str] | None = None) -> int:
         results += bench_shape(shape, cases, args, machine)
     command = "python scripts/bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = report(results, machine, command.strip())
+    if args.data_path is not None:
+        for shape in args.shapes.split(","):
+            rate = data_path_rate(SHAPES[shape]().vision.image_size, args.data_path)
+            model = next((f"{8 / r.ours_s:.3g}" for r in results if r.shape == shape and r.case == "batch8"), "-")
+            text += (f"\n\nData path ({shape}): {rate:.1f} images/s with {args.data_path} workers; "
+                     f"the model (batch8, greedy, {NEW_TOKENS} tokens): {model} images/s.")
     print(f"\n{text}")
     if args.json:
         payload = {"machine": asdict(machine), "results": [asdict(r) for r in results],
