@@ -29,17 +29,20 @@ ERROR_TYPES = ("ValueError", "FileNotFoundError", "FileExistsError")
 
 # Topic -> modules, in the order the doc lists them; a module not named here goes under "Other".
 TOPICS: dict[str, tuple[str, ...]] = {
-    "Checkpoints and config.json": ("checkpoints.hub", "checkpoints.files", "checkpoints.variant", "config",
-                                    "model.git", "model.vision"),
-    "Images and videos": ("data.processor", "data.processor_config", "data.inputs", "data.git_processor",
-                          "data.video"),
+    "Checkpoints and config.json": ("checkpoints.hub", "checkpoints.files", "checkpoints.variant",
+                                    "checkpoints.original", "config", "model.git", "model.vision", "model.outputs"),
+    "Images and videos": ("data.processor", "data.processor_config", "data.backends", "data.inputs",
+                          "data.git_processor", "data.video"),
     "Text and the tokenizer": ("data.tokenizer", "data.tokenizer_files"),
     "Generation": ("generation.search", "generation.processors", "generation.constrain"),
-    "Training, manifests and evaluation": ("training.loop", "training.resume", "training.monitor", "data.manifest",
-                                           "training.evaluate"),
+    "Training, manifests and evaluation": ("training.loop", "training.resume", "training.monitor", "training.loss",
+                                           "data.manifest", "training.evaluate"),
+    "Evaluation on the datasets' files": ("evaluation.datasets", "evaluation.metrics", "evaluation.results",
+                                          "evaluation.run"),
     "Command line": ("cli.__main__", "cli.common", "cli.caption", "cli.vqa", "cli.convert", "cli.info", "cli.demo",
-                     "cli.train", "cli.eval", "cli.mask", "cli.parity", "cli.attention", "cli.init"),
+                     "cli.train", "cli.eval", "cli.mask", "cli.parity", "cli.attention", "cli.init", "cli.manifest"),
     "Parity with transformers": ("tools.parity",),
+    "ONNX export and runtime": ("export.graphs", "export.onnx", "export.runtime", "export.decode", "cli.export"),
     "Demo and pictures": ("demo.recipe", "demo.shapes", "tools.pictures", "tools.attention"),
 }
 
@@ -49,6 +52,9 @@ FIXES: dict[str, str] = {
     "--device {name}: there are only {torch.cuda.device_count()} CUDA devices":
         "use an index below that count, or --device cpu",
     "no training data: pass --train-manifest FILE.jsonl (or set it in --config)": "as it says",
+    "{JAVA_MISSING}": "the message (evaluation.metrics.JAVA_MISSING) says it: install Java 8+ "
+                      "(apt-get install default-jre-headless), or pass --tokenizer python, not comparable with "
+                      "published numbers",
     "config field d_model = {cfg.d_model} is not divisible by n_head = {cfg.n_head}":
         "heads must split the width evenly; the config is damaged or not a GIT config",
     "config field vision.d_model = {v.d_model} is not divisible by vision.n_head = {v.n_head}":

@@ -19,17 +19,19 @@ from .data.processor import ImageProcessor, load_image, sniff_media
 from .data.tokenizer import GitTokenizer
 from .data.video import load_video_frames, preprocess_video
 from .generation.constrain import AnswerTrie, Choice, classify
+from .generation.outputs import GenerateOutput, compute_transition_scores
 from .generation.prefix import ImagePrefix, encode_prefix
-from .generation.search import answer, generate
+from .generation.search import SEMANTICS, answer, generate
 from .model.git import GIT, git_loss
+from .model.outputs import GitOutput
 from .training.evaluate import evaluate, predict, score
 from .training.loop import TrainConfig, train
 
 __all__ = [
-    "GIT", "AnswerTrie", "Choice", "Example", "GitConfig", "GitProcessor",
-    "GitTokenizer", "ImagePrefix", "ImageProcessor",
-    "ManifestDataset", "TrainConfig", "VisionConfig", "accel", "answer", "atomic_directory", "atomic_write",
-    "atomic_write_text", "classify", "encode_prefix", "evaluate", "generate", "git_loss", "load", "load_image",
+    "GIT", "SEMANTICS", "AnswerTrie", "Choice", "Example", "GenerateOutput", "GitConfig", "GitOutput",
+    "GitProcessor", "GitTokenizer", "ImagePrefix", "ImageProcessor", "ManifestDataset", "TrainConfig",
+    "VisionConfig", "accel", "answer", "atomic_directory", "atomic_write", "atomic_write_text", "classify",
+    "compute_transition_scores", "encode_prefix", "evaluate", "generate", "git_loss", "load", "load_image",
     "load_video_frames", "predict", "preprocess_video", "preset_names", "read_manifest", "save", "save_variant",
     "score", "sniff_media", "train",
 ]

@@ -278,3 +278,55 @@ def test_console_script_end_to_end(files: dict[str, Path]) -> None:
     assert run.returncode == 1
     assert [json.loads(line)["file"] for line in run.stdout.splitlines()] == [str(files["a.jpg"])]
     assert run.stderr.strip().splitlines() == [f"git-scratch: error: media file {missing} not found"]
+
+
+@pytest.mark.parametrize(("command", "backend", "task"), [("caption", "pil", "caption"), ("caption", "original", "caption"),
+                                                          ("vqa", "original", "vqa")])
+def test_backend_flag_reaches_the_model(files: dict[str, Path], monkeypatch, capsys, command: str, backend: str,
+                                        task: str) -> None:
+    """--backend preprocesses with that backend's pipeline (for vqa, the original's no-crop one):
+    the pixels the model sees equal the library's processor built the same way."""
+    ckpt = files["image_ckpt"]
+    model = GIT.from_pretrained(ckpt)
+    monkeypatch.setattr(GIT, "from_pretrained", classmethod(lambda cls, *a, **kw: model))
+    seen = []
+    model.vision.register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
+    extra = ["-q", "w5"] if command == "vqa" else []
+    assert main([command, str(ckpt), str(files["c.jpg"]), *extra, *SHORT, "--backend", backend]) == 0
+    processor = ImageProcessor.from_pretrained(ckpt).for_backend(backend, task)
+    expected = processor.preprocess(processor.load(files["c.jpg"]))[None]
+    default = ImageProcessor.from_pretrained(ckpt)([load_image(files["c.jpg"])])
+    assert torch.equal(seen[0], expected)
+    assert seen[0].shape != default.shape or not torch.equal(seen[0], default)  # the flag changed something
+
+
+def test_semantics_and_length_penalty_flags_reach_generate(files: dict[str, Path], monkeypatch, capsys) -> None:
+    """--semantics and --length-penalty are passed to generate as they are: caption's output equals
+    the library's with the same keywords (and the flags exist: argparse refused them before)."""
+    ckpt = files["image_ckpt"]
+    model = GIT.from_pretrained(ckpt)
+    monkeypatch.setattr(GIT, "from_pretrained", classmethod(lambda cls, *a, **kw: model))
+    seen = []
+    original = GIT.generate
+    monkeypatch.setattr(GIT, "generate", lambda self, *a, **kw: seen.append(kw) or original(self, *a, **kw))
+    assert main(["caption", str(ckpt), str(files["a.jpg"]), *SHORT, "--num-beams", "3",
+                 "--semantics", "transformers<4.50", "--length-penalty", "0.6"]) == 0
+    assert seen[0] == {"num_beams": 3, "max_new_tokens": 6, "semantics": "transformers<4.50", "length_penalty": 0.6}
+    assert main(["caption", str(ckpt), str(files["a.jpg"]), *SHORT, "--semantics", "original"]) == 0
+    assert seen[1]["semantics"] == "original"
+
+
+def test_vqa_original_semantics_asks_questions_of_different_lengths(files: dict[str, Path], capsys) -> None:
+    """The original decodes unpadded prompts only: vqa asks each question alone there, and each answer
+    equals answer() on that question's original prompt by itself."""
+    ckpt = files["image_ckpt"]
+    questions = ["w5 w6 w7", "w8"]
+    assert main(["vqa", str(ckpt), str(files["a.jpg"]), *(f"--question={q}" for q in questions), *SHORT,
+                 "--semantics", "original", "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    model, tokenizer = GIT.from_pretrained(ckpt), GitTokenizer.from_pretrained(ckpt)
+    pixel_values = ImageProcessor.from_pretrained(ckpt)([load_image(files["a.jpg"])])
+    for record, question in zip(records, questions, strict=True):
+        row = model.answer(pixel_values, [tokenizer.original_prompt_ids(question)], max_new_tokens=6,
+                           semantics="original")[0]
+        assert record["answer"] == tokenizer.decode_answer(row)

@@ -25,7 +25,7 @@ import logging
 import sys
 from types import ModuleType
 
-from . import attention, caption, convert, demo, info, init, mask, parity, train, vqa
+from . import attention, caption, convert, demo, export, info, init, manifest, mask, parity, train, vqa
 from . import eval as eval_
 from .common import one_line
 
@@ -44,6 +44,8 @@ COMMANDS: dict[str, ModuleType] = {
     "parity": parity,
     "attention": attention,
     "init": init,
+    "manifest": manifest,
+    "export": export,
 }
 
 

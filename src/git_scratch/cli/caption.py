@@ -15,12 +15,13 @@ from .common import (
     add_generation_args,
     add_model_args,
     check_prompt_length,
+    decoding,
     empty_output_note,
-    load_pipeline,
     load_pixels,
     one_line,
     positive_int,
 )
+from .export import add_runtime_arg, load_runtime_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=8,
                         help="images per forward pass (default 8); videos go one at a time")
     add_generation_args(parser)
+    add_runtime_arg(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             kinds[i] = sniff_media(path)
         except (ValueError, OSError) as e:
             results[i] = e
-    pipe = load_pipeline(args)
+    pipe = load_runtime_pipeline(args)
     check_prompt_length(1, args.max_new_tokens, pipe.model.cfg)
     printer = InOrder(args.files, args.json)
     units = work_units(kinds, args.batch_size)
@@ -68,8 +70,7 @@ def run(args: argparse.Namespace) -> int:
                 except (ValueError, OSError) as e:
                     results[i] = e
             if pixels:
-                ids = pipe.model.generate(torch.cat(list(pixels.values())), max_new_tokens=args.max_new_tokens,
-                                          num_beams=args.num_beams)
+                ids = pipe.model.generate(torch.cat(list(pixels.values())), **decoding(args))
                 generated = ids[:, 1:]  # generate's default prompt is [CLS] alone, one column for every row
                 for i, row in zip(pixels, generated):
                     results[i] = pipe.tokenizer.decode_answer(row)

@@ -15,14 +15,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..config import GitConfig
-from ..data.processor import ImageProcessor, load_image
+from ..data.backends import BACKENDS
+from ..data.processor import ImageProcessor
 from ..data.processor_config import find_settings
 from ..data.tokenizer import GitTokenizer
 from ..data.video import load_video_frames, preprocess_video
+from ..generation.search import SEMANTICS
 from ..model.git import GIT
 
 log = logging.getLogger(__name__)
@@ -46,7 +49,9 @@ class Pipeline:
     processor: ImageProcessor
 
 
-def load_pipeline(args: argparse.Namespace) -> Pipeline:
+def load_pipeline(args: argparse.Namespace, task: str = "caption") -> Pipeline:
+    """The checkpoint of args.model, with its processor in args.backend's pipeline (when given) for
+    `task`: "caption", or "vqa", for which the original's pipeline keeps the aspect and skips the crop."""
     device = parse_device(args.device)
     directory = resolve_model(args.model)
     tokenizer = GitTokenizer.from_pretrained(directory)  # before the weights: fails fast when absent
@@ -59,6 +64,8 @@ def load_pipeline(args: argparse.Namespace) -> Pipeline:
     # without one, CLIP preprocessing at the size the ViT was trained for.
     has_config = find_settings(directory) is not None
     processor = ImageProcessor.from_pretrained(directory, None if has_config else model.cfg.vision.image_size)
+    if getattr(args, "backend", None) is not None:
+        processor = processor.for_backend(args.backend, task)
     return Pipeline(args.model, model, tokenizer, processor)
 
 
@@ -123,8 +130,7 @@ def load_pixels(path: str, kind: str, pipe: Pipeline) -> torch.Tensor:
     """One file -> pixel_values (1, 3, H, W) for an image, (1, F, 3, H, W) for a video."""
     processor = pipe.processor
     if kind == "image":
-        image = load_image(path, processor.size if processor.do_resize else None)
-        return processor.preprocess(image)[None]
+        return processor.preprocess(processor.load(path))[None]  # the backend's alpha rule
     n_frames = pipe.model.cfg.n_frames
     if n_frames is None:
         raise ValueError(f"{path} is a video but {pipe.name} is an image model (no temporal embeddings); "
@@ -132,10 +138,12 @@ def load_pixels(path: str, kind: str, pipe: Pipeline) -> torch.Tensor:
     return preprocess_video(load_video_frames(path, n_frames), processor)[None]
 
 
-def question_ids(tokenizer: GitTokenizer, question: str) -> list[int]:
-    """[CLS] + the question's tokens. A question with no tokens would silently ask for a caption."""
+def question_ids(tokenizer: GitTokenizer, question: str, *, original: bool = False) -> list[int]:
+    """[CLS] + the question's tokens; `original`: cut to at most 38 of them as the original
+    implementation does (GitTokenizer.original_prompt_ids). A question with no tokens would
+    silently ask for a caption."""
     try:
-        ids = tokenizer.prompt_ids(question)
+        ids = tokenizer.original_prompt_ids(question) if original else tokenizer.prompt_ids(question)
     except ValueError as e:  # bytes in another encoding on the command line
         raise ValueError(f"question {shorten(question)!r}: {e}") from None
     if len(ids) == 1:
@@ -180,13 +188,31 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=DTYPES, default="fp32",
                         help="fp32 (default) is the parity reference; bf16/fp16 halve memory and may "
                              "change a few words")
+    parser.add_argument("--backend", choices=BACKENDS, default=None,
+                        help="image preprocessing to reproduce: torchvision (transformers 5.x, the default "
+                             "when the checkpoint's files name none), pil (transformers 4.x) or original "
+                             "(microsoft/GenerativeImage2Text; for VQA it keeps the aspect, no crop)")
 
 
 def add_generation_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-beams", type=positive_int, default=1, help="1 (default) is greedy decoding")
     parser.add_argument("--max-new-tokens", type=positive_int, default=20,
                         help="longest answer in tokens (default 20)")
+    parser.add_argument("--length-penalty", type=float, metavar="ALPHA",
+                        help="beam search's length penalty (default 1.0); the original GIT used 0.6 with 4 beams")
+    parser.add_argument("--semantics", choices=SEMANTICS, default="transformers",
+                        help="whose decoding rules to reproduce: transformers (default, >= 4.50), "
+                             "transformers<4.50, transformers<4.29 (beam search) or original (Microsoft's "
+                             "GenerativeImage2Text: greedy and beam search; docs/generation.md)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of tab-separated text (eval: one JSON object)")
+
+
+def decoding(args: argparse.Namespace) -> dict[str, Any]:
+    """The generate keywords of add_generation_args' flags; a flag not given keeps generate's default."""
+    kwargs = {"num_beams": args.num_beams, "max_new_tokens": args.max_new_tokens, "semantics": args.semantics}
+    if args.length_penalty is not None:
+        kwargs["length_penalty"] = args.length_penalty
+    return kwargs
 
 
 def positive_int(text: str) -> int:

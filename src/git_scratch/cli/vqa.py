@@ -11,12 +11,13 @@ from .common import (
     add_generation_args,
     add_model_args,
     check_prompt_length,
+    decoding,
     empty_output_note,
-    load_pipeline,
     load_pixels,
     question_ids,
     shorten,
 )
+from .export import add_runtime_arg, load_runtime_pipeline
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +26,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--question", "-q", action="append", required=True,
                         help="a question; repeat for more (all share each file's one image encoding)")
     add_generation_args(parser)
+    add_runtime_arg(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,13 +38,17 @@ def run(args: argparse.Namespace) -> int:
     with a note on stderr saying the model generated no words.
     """
     kinds = [sniff_media(path) for path in args.files]
-    pipe = load_pipeline(args)
-    prompts = [question_ids(pipe.tokenizer, question) for question in args.question]
+    pipe = load_runtime_pipeline(args, task="vqa")
+    original = args.semantics == "original"  # the original's prompt goes with its decoding
+    prompts = [question_ids(pipe.tokenizer, question, original=original) for question in args.question]
     for question, prompt in zip(args.question, prompts):
         check_prompt_length(len(prompt), args.max_new_tokens, pipe.model.cfg, question)
     for path, kind in zip(args.files, kinds):
         pixel_values = load_pixels(path, kind, pipe)
-        ids = pipe.model.answer(pixel_values, prompts, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams)
+        if original:  # the original decodes one unpadded prompt at a time (it runs VQA at batch 1)
+            ids = [row for prompt in prompts for row in pipe.model.answer(pixel_values, [prompt], **decoding(args))]
+        else:
+            ids = pipe.model.answer(pixel_values, prompts, **decoding(args))
         for question, row in zip(args.question, ids):  # one image: one row per question
             answer = pipe.tokenizer.decode_answer(row)
             record = {"file": path, "question": question, "answer": answer}

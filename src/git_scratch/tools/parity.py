@@ -36,7 +36,7 @@ from torch import nn
 
 from ..checkpoints.hub import config_to_hf
 from ..config import GitConfig
-from ..data.processor import ImageProcessor, load_image
+from ..data.processor import ImageProcessor
 from ..data.processor_config import find_settings
 from ..data.tokenizer import GitTokenizer
 from ..model.git import GIT, git_loss
@@ -145,7 +145,7 @@ def make_inputs(directory: Path, cfg: GitConfig, *, image: str | None = None, te
     if image is None:
         picture = generated_image(rng, processor.crop_size)
     else:
-        picture = load_image(image, processor.size if processor.do_resize else None)
+        picture = processor.load(image)
     pixel_values = processor.preprocess(picture)[None]  # (1, 3, H, W)
     if cfg.n_frames:  # a video model: the same picture in every frame, each gets its own temporal embedding
         pixel_values = pixel_values[:, None].expand(-1, cfg.n_frames, -1, -1, -1)  # (1, F, 3, H, W)
