@@ -177,7 +177,7 @@ def test_training(checkpointing: bool, inputs: Inputs, tmp_path: Path) -> None:
     ours = load_ours(hf, tmp_path / "ck").train()
     hf.train()
     if checkpointing:
-        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        hf.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         ours.set_grad_checkpointing(True)
     x = inputs
     out = hf(input_ids=x.input_ids, attention_mask=x.attention_mask, pixel_values=x.pixel_values,
