@@ -6,6 +6,7 @@
     python scripts/bench.py --cases caption,beam3 --repeats 5 --json bench.json
     python scripts/bench.py --dtype bf16 --no-memory        # bf16 on both sides (tokens may differ)
     python scripts/bench.py --cases batch8 --data-path 2    # and evaluation's data path, 2 workers
+    python scripts/bench.py --runtime onnxruntime           # ONNX Runtime vs both: caption, decode_step
 
 Both sides hold the same weights: a seeded random `transformers.GitForCausalLM` is saved with
 `save_pretrained` and loaded into git_scratch through the converter, as a user loads
@@ -20,14 +21,20 @@ buffer far larger than the caches for each decode step (every weight of the deco
 head is read once per step). Peak memory is the peak resident set (CPU) or peak allocation
 (CUDA) of a child process that loads one side and runs one case.
 
+`--runtime onnxruntime` exports the checkpoint as `git-scratch export` does and adds a third
+side, the exported graphs under generation's own loops (export/decode.py), to the cases that
+only call generate(): its tokens must equal both others', its time is set against both and
+against the same bound. It has no memory column (a child would have to export before it runs).
+
 It is over 400 lines because a performance claim here comes from one script that runs both sides
-in one process on the same inputs: the cases, the bounds, the memory children and the doc table
-are its parts, in the order a run takes them.
+in one process on the same inputs: the cases, the bounds, the memory children, the ONNX Runtime
+side and the doc table are its parts, in the order a run takes them.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import platform
@@ -422,7 +429,6 @@ class Result:
 def run_case(shape: str, case: Case, ours: GIT, theirs: Any, x: Inputs, repeats: int, machine: Machine) -> Result:
     """One warm-up run per side, whose outputs are compared (and our FLOPs counted), then
     `repeats` interleaved timed runs per side, so drift in the machine's load hits both alike."""
-    device = torch.device(machine.device)
     with torch.enable_grad() if case.grad else torch.no_grad():
         got_ours, got_theirs, flops = warm_up(lambda: case.ours(ours, x), lambda: case.theirs(theirs, x))
         agree, seen = compare(case, got_ours, got_theirs)
@@ -431,19 +437,27 @@ def run_case(shape: str, case: Case, ours: GIT, theirs: Any, x: Inputs, repeats:
                 agree, seen = compare(case, ours_loss(ours, x), theirs_loss(theirs, x))
         if case.baseline:
             flops = (flops - warm_up(lambda: case.baseline[0](ours, x), lambda: case.baseline[1](theirs, x))[2]) / case.per
-        times: dict[str, list[float]] = {"ours": [], "theirs": [], "ours_base": [], "theirs_base": []}
-        before = cpu_ticks()
-        for _ in range(repeats):
-            times["ours"].append(timed(lambda: case.ours(ours, x), device, machine.clock))
-            times["theirs"].append(timed(lambda: case.theirs(theirs, x), device, machine.clock))
-            if case.baseline:
-                times["ours_base"].append(timed(lambda: case.baseline[0](ours, x), device, machine.clock))
-                times["theirs_base"].append(timed(lambda: case.baseline[1](theirs, x), device, machine.clock))
-        others = others_share(before, cpu_ticks())
-    med = {k: statistics.median(v) if v else 0.0 for k, v in times.items()}
-    return Result(shape, case.name, case.what, (med["ours"] - med["ours_base"]) / case.per,
-                  (med["theirs"] - med["theirs_base"]) / case.per, bound_seconds(case, ours, flops, machine),
-                  agree, seen, others_cpu=others)
+        per_side, others = interleaved(case, {"ours": ours, "theirs": theirs}, x, repeats, machine)
+    return Result(shape, case.name, case.what, per_side["ours"], per_side["theirs"],
+                  bound_seconds(case, ours, flops, machine), agree, seen, others_cpu=others)
+
+
+def interleaved(case: Case, sides: dict[str, Any], x: Inputs, repeats: int,
+                machine: Machine) -> tuple[dict[str, float], float]:
+    """Each side's median time of the case (less its baseline, per unit), from `repeats` rounds
+    in which every side runs once in turn; and the share of the CPUs other processes took."""
+    device = torch.device(machine.device)
+    runs = {name: partial(case.theirs if name == "theirs" else case.ours, model, x) for name, model in sides.items()}
+    if case.baseline:
+        runs |= {f"{name}_base": partial(case.baseline[name == "theirs"], model, x) for name, model in sides.items()}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    before = cpu_ticks()
+    for _ in range(repeats):
+        for name, run in runs.items():
+            times[name].append(timed(run, device, machine.clock))
+    others = others_share(before, cpu_ticks())
+    med = {name: statistics.median(t) for name, t in times.items()}
+    return {name: (med[name] - med.get(f"{name}_base", 0.0)) / case.per for name in sides}, others
 
 
 def child_peak(side: str, shape: str, case: str, directory: Path, args: argparse.Namespace) -> float:
@@ -506,6 +520,93 @@ def bench_shape(shape: str, cases: list[str], args: argparse.Namespace, machine:
             log(format_row(result))
             results.append(result)
     return results
+
+
+# --- ONNX Runtime (--runtime onnxruntime) -------------------------------------------------------
+
+# The cases whose `ours` only calls generate(), which the exported model has too (export/decode.py).
+ONNX_CASES = ("caption", "decode_step")
+ONNX_HEADER = ("| shape | case | ONNX Runtime | ours | transformers | ours / ORT | transformers / ORT | bound "
+               "| ORT / bound | tokens vs ours, vs transformers | others' CPU |\n" + "|---" * 11 + "|")
+
+
+@dataclass
+class OnnxResult:
+    shape: str
+    case: str
+    what: str
+    onnx_s: float
+    ours_s: float
+    theirs_s: float
+    bound_s: float  # the same machine bound as the PyTorch table's: ORT does the same work
+    agree: bool  # ONNX Runtime's tokens equal ours and transformers'
+    check: str
+    others_cpu: float = float("nan")
+
+
+def onnx_missing() -> str | None:
+    """The one line to print instead of the ONNX case, or None when the extra is installed."""
+    if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnxscript") is None:
+        return "ONNX Runtime case skipped: onnxruntime or onnxscript is not installed (pip install -e '.[export]')"
+    return None
+
+
+def run_onnx_case(shape: str, case: Case, onnx_model: Any, ours: GIT, theirs: Any, x: Inputs, repeats: int,
+                  machine: Machine) -> OnnxResult:
+    """run_case with a third side: the exported graphs under generation's loops (case.ours runs them)."""
+    with torch.no_grad():
+        got_ours, got_theirs, flops = warm_up(lambda: case.ours(ours, x), lambda: case.theirs(theirs, x))
+        got_onnx = case.ours(onnx_model, x)
+        (to_ours, seen_ours), (to_theirs, seen_theirs) = (compare(case, got_onnx, got_ours),
+                                                          compare(case, got_onnx, got_theirs))
+        if case.baseline:
+            base_flops = warm_up(lambda: case.baseline[0](ours, x), lambda: case.baseline[1](theirs, x))[2]
+            flops = (flops - base_flops) / case.per
+        per_side, others = interleaved(case, {"onnx": onnx_model, "ours": ours, "theirs": theirs}, x, repeats, machine)
+    return OnnxResult(shape, case.name, case.what, per_side["onnx"], per_side["ours"], per_side["theirs"],
+                      bound_seconds(case, ours, flops, machine), to_ours and to_theirs, f"{seen_ours}, {seen_theirs}",
+                      others)
+
+
+def bench_onnx(shape: str, cases: list[str], args: argparse.Namespace, machine: Machine,
+               log: Callable[[str], None] = print) -> list[OnnxResult]:
+    """The shape's checkpoint, exported as `git-scratch export` does, against both PyTorch sides.
+    No peak-memory column: a memory child loads a checkpoint, and an ONNX one would export it first."""
+    from git_scratch.export.decode import load_onnx
+    from git_scratch.export.onnx import export_onnx
+
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    cfg = SHAPES[shape]()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="git-bench-") as tmp:
+        directory = Path(tmp) / shape
+        build_checkpoint(cfg, directory, args.seed)
+        ours, theirs = load_ours(directory, device, dtype), load_theirs(directory, device, dtype)
+        onnx_model = load_onnx(export_onnx(ours, Path(tmp) / "onnx"))  # plain layers: export_onnx takes accel off
+        x = make_inputs(cfg, args.seed, device, dtype)
+        for name in cases:
+            result = run_onnx_case(shape, CASES[name], onnx_model, ours, theirs, x, args.repeats, machine)
+            log(format_onnx_row(result))
+            results.append(result)
+    return results
+
+
+def format_onnx_row(r: OnnxResult) -> str:
+    outputs = r.check if r.agree else f"**{r.check}**"
+    others = "-" if r.others_cpu != r.others_cpu else f"{100 * r.others_cpu:.0f}%"  # NaN: not measured
+    return (f"| {r.shape} | {r.case} | {seconds(r.onnx_s)} | {seconds(r.ours_s)} | {seconds(r.theirs_s)} | "
+            f"{r.ours_s / r.onnx_s:.2f}x | {r.theirs_s / r.onnx_s:.2f}x | {seconds(r.bound_s)} | "
+            f"{r.onnx_s / r.bound_s:.2f} | {outputs} | {others} |")
+
+
+def onnx_report(results: list[OnnxResult], machine: Machine, command: str) -> str:
+    import onnxruntime
+    import transformers
+
+    versions = (f"torch {torch.__version__}, transformers {transformers.__version__}, onnxruntime "
+                f"{onnxruntime.__version__} (its default thread pool: one thread per physical core)")
+    return "\n".join([f"Machine: {machine.describe()}. {versions}.", f"Command: `{command}`", "", ONNX_HEADER,
+                      *map(format_onnx_row, results)])
 
 
 # --- reporting --------------------------------------------------------------------------------
@@ -612,6 +713,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory children")
     parser.add_argument("--data-path", type=int, metavar="WORKERS", help="also time evaluation's data path alone "
                         "(decoding + processor) with this many DataLoader workers, against batch8's images/s")
+    parser.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",
+                        help="onnxruntime: export the checkpoint to ONNX and time ONNX Runtime against both PyTorch "
+                             f"sides, fp32 on CPU, in the cases {', '.join(ONNX_CASES)} (the default there)")
     parser.add_argument("--child", choices=("ours", "theirs"), help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -627,6 +731,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--clock cpu counts the calling thread only; use it with --threads 1 --device cpu")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.runtime == "onnxruntime":
+        if args.device != "cpu" or args.dtype != "fp32":
+            parser.error("--runtime onnxruntime runs the fp32 export on ORT's CPU provider; "
+                         "pass --device cpu --dtype fp32")
+        if args.clock == "cpu":  # ORT's pool threads work beside the calling thread, whatever --threads says
+            parser.error("--runtime onnxruntime: --clock cpu would miss ORT's pool threads; use --clock wall")
+        args.cases = args.cases or ",".join(ONNX_CASES)
+        unsupported = [case for case in args.cases.split(",") if case not in ONNX_CASES]
+        if unsupported:
+            parser.error(f"--runtime onnxruntime: case {unsupported[0]!r} has no ONNX side; "
+                         f"choose from {', '.join(ONNX_CASES)}")
     return args
 
 
@@ -635,16 +750,20 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if args.child:
         return child_main(args)
+    onnx = args.runtime == "onnxruntime"
+    if onnx and onnx_missing():
+        print(onnx_missing())
+        return 0
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     machine = measure_machine(device, dtype, args.threads, args.clock)
     print(f"Machine: {machine.describe()}")
-    print(HEADER)
+    print(ONNX_HEADER if onnx else HEADER)
     results = []
     for shape in args.shapes.split(","):
         cases = args.cases.split(",") if args.cases else DEFAULT_CASES[shape]
-        results += bench_shape(shape, cases, args, machine)
+        results += (bench_onnx if onnx else bench_shape)(shape, cases, args, machine)
     command = "python scripts/bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = report(results, machine, command.strip())
+    text = (onnx_report if onnx else report)(results, machine, command.strip())
     if args.data_path is not None:
         for shape in args.shapes.split(","):
             rate = data_path_rate(SHAPES[shape]().vision.image_size, args.data_path)
@@ -654,14 +773,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{text}")
     if args.json:
         payload = {"machine": asdict(machine), "results": [asdict(r) for r in results],
-                   "targets": [asdict(t) | {"met": t.met} for t in targets(results)]}
+                   "targets": [] if onnx else [asdict(t) | {"met": t.met} for t in targets(results)]}
         atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
     if args.doc:
         old = args.doc.read_text() if args.doc.exists() else ""
-        atomic_write_text(args.doc, render_doc(old, text, machine.key))
+        atomic_write_text(args.doc, render_doc(old, text, machine.key + (" runtime=onnxruntime" if onnx else "")))
     mismatched = [f"{r.shape}/{r.case}" for r in results if not r.agree]
     if mismatched and dtype == torch.float32:
-        print(f"outputs differ from transformers in {', '.join(mismatched)}", file=sys.stderr)
+        sides = "ours or transformers" if onnx else "transformers"
+        print(f"outputs differ from {sides} in {', '.join(mismatched)}", file=sys.stderr)
         return 1
     return 0
 

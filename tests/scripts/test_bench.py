@@ -94,3 +94,44 @@ def test_cpu_clock_needs_one_thread(bench) -> None:
     with pytest.raises(SystemExit):  # the other threads' work would go uncounted
         bench.parse_args(["--clock", "cpu", "--threads", "2"])
     assert bench.parse_args(["--clock", "cpu", "--threads", "1"]).clock == "cpu"
+
+
+def test_onnx_case_matches_both_sides_and_catches_other_tokens(bench, one_thread, monkeypatch) -> None:
+    pytest.importorskip("onnxruntime", reason="the ONNX case needs the export extra: pip install -e '.[export]'")
+    pytest.importorskip("onnxscript", reason="the ONNX case needs the export extra: pip install -e '.[export]'")
+    from git_scratch.export.runtime import ExportedModel
+
+    args = bench.parse_args(["--shapes", "tiny", "--repeats", "1", "--threads", "1", "--runtime", "onnxruntime"])
+    results = bench.bench_onnx("tiny", list(bench.ONNX_CASES), args, fake_machine(bench), log=lambda _: None)
+    assert [r.case for r in results] == list(bench.ONNX_CASES)
+    assert all(r.agree and r.check == "identical, identical" for r in results), [r.check for r in results]
+    assert all(r.onnx_s > 0 and r.bound_s > 0 for r in results)
+    assert bench.onnx_report(results, fake_machine(bench), "bench").count("| tiny |") == len(bench.ONNX_CASES)
+
+    text_step = ExportedModel.text_step
+
+    def says_seven(self, *inputs):  # the exported graph now always says token 7
+        logits, present = text_step(self, *inputs)
+        logits[..., 7] = 1e4
+        return logits, present
+
+    monkeypatch.setattr(ExportedModel, "text_step", says_seven)
+    result = bench.bench_onnx("tiny", ["caption"], args, fake_machine(bench), log=lambda _: None)[0]
+    assert not result.agree and result.check.count("tokens differ") == 2  # from ours and from transformers
+    assert "| **tokens differ" in bench.format_onnx_row(result)
+
+
+def test_onnx_case_is_one_line_without_onnxruntime(bench, one_thread, monkeypatch, capsys) -> None:
+    real = bench.importlib.util.find_spec
+    monkeypatch.setattr(bench.importlib.util, "find_spec", lambda name: None if name == "onnxruntime" else real(name))
+    assert bench.main(["--runtime", "onnxruntime", "--shapes", "tiny", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "skipped" in out and "[export]" in out
+
+
+def test_onnx_runtime_refuses_cases_without_an_onnx_side(bench) -> None:
+    with pytest.raises(SystemExit):  # training and the bare encoder call PyTorch modules directly
+        bench.parse_args(["--runtime", "onnxruntime", "--cases", "train"])
+    with pytest.raises(SystemExit):  # the CPU clock would not count ORT's pool threads
+        bench.parse_args(["--runtime", "onnxruntime", "--clock", "cpu", "--threads", "1"])
+    assert bench.parse_args(["--runtime", "onnxruntime"]).cases == ",".join(bench.ONNX_CASES)
