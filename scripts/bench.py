@@ -34,6 +34,7 @@ side and the doc table are its parts, in the order a run takes them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import math
@@ -46,7 +47,7 @@ import time
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from PIL import Image
@@ -501,16 +502,23 @@ def read_peak(device: torch.device) -> float:
     raise RuntimeError("/proc/self/status has no VmHWM; peak memory needs Linux (or pass --no-memory)")
 
 
-def bench_shape(shape: str, cases: list[str], args: argparse.Namespace, machine: Machine,
-                log: Callable[[str], None] = print) -> list[Result]:
+@contextlib.contextmanager
+def both_sides(shape: str, args: argparse.Namespace) -> Iterator[tuple[Path, GIT, Any, Inputs]]:
+    """The shape's seeded checkpoint in a temporary directory, loaded by us and by transformers,
+    and the inputs every case runs on: (directory, ours, theirs, inputs)."""
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     cfg = SHAPES[shape]()
-    results = []
     with tempfile.TemporaryDirectory(prefix="git-bench-") as tmp:
         directory = Path(tmp) / shape
         build_checkpoint(cfg, directory, args.seed)
         ours, theirs = load_ours(directory, device, dtype), load_theirs(directory, device, dtype)
-        x = make_inputs(cfg, args.seed, device, dtype)
+        yield directory, ours, theirs, make_inputs(cfg, args.seed, device, dtype)
+
+
+def bench_shape(shape: str, cases: list[str], args: argparse.Namespace, machine: Machine,
+                log: Callable[[str], None] = print) -> list[Result]:
+    results = []
+    with both_sides(shape, args) as (directory, ours, theirs, x):
         for name in cases:
             case = CASES[name]
             result = run_case(shape, case, ours, theirs, x, args.repeats, machine)
@@ -575,15 +583,10 @@ def bench_onnx(shape: str, cases: list[str], args: argparse.Namespace, machine: 
     from git_scratch.export.decode import load_onnx
     from git_scratch.export.onnx import export_onnx
 
-    device, dtype = torch.device(args.device), DTYPES[args.dtype]
-    cfg = SHAPES[shape]()
     results = []
-    with tempfile.TemporaryDirectory(prefix="git-bench-") as tmp:
-        directory = Path(tmp) / shape
-        build_checkpoint(cfg, directory, args.seed)
-        ours, theirs = load_ours(directory, device, dtype), load_theirs(directory, device, dtype)
-        onnx_model = load_onnx(export_onnx(ours, Path(tmp) / "onnx"))  # plain layers: export_onnx takes accel off
-        x = make_inputs(cfg, args.seed, device, dtype)
+    with both_sides(shape, args) as (directory, ours, theirs, x):
+        # beside the checkpoint, in the same temporary directory; export_onnx takes accel off for the export
+        onnx_model = load_onnx(export_onnx(ours, directory.parent / "onnx"))
         for name in cases:
             result = run_onnx_case(shape, CASES[name], onnx_model, ours, theirs, x, args.repeats, machine)
             log(format_onnx_row(result))
