@@ -56,8 +56,12 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Score a model on a manifest: caption exact match, BLEU-4, CIDEr-D; VQAv2 accuracy.
+    """Score a model on a manifest, or on a dataset's own files (--dataset) with the COCO toolkit's metrics.
 
+    A manifest: caption exact match, BLEU-4, CIDEr-D; VQAv2 accuracy. --dataset coco, karpathy,
+    vqav2, textvqa, textcaps or msrvtt-qa: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D over the PTB
+    tokenizer, VQA accuracy by answer type, --results for the official result file; sharded under
+    torchrun and resumable with --work-dir (docs/evaluation.md).
     Prints one metric a line, or one JSON object with --json."""
     if args.dataset is not None or args.manifest is None:
         return run_dataset(args)
