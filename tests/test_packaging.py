@@ -30,3 +30,24 @@ def test_license_is_an_spdx_string() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     assert project["project"]["license"] == "MIT"
     assert "setuptools>=77" in " ".join(project["build-system"]["requires"])
+
+
+def test_the_public_names_load_on_first_use_and_import_no_torch_before() -> None:
+    """`import git_scratch` imports no torch (the ONNX runtime's deployments run without it); each name
+    of __all__ then resolves to the object its module defines."""
+    script = ("import sys, git_scratch\n"
+              "assert 'torch' not in sys.modules, 'import git_scratch imported torch'\n"
+              "from git_scratch import *\n"
+              "print(len(git_scratch.__all__))\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    import importlib
+
+    import git_scratch
+
+    assert int(run.stdout) == len(git_scratch.__all__) == len(git_scratch.EXPORTS)
+    for name, (module, attribute) in git_scratch.EXPORTS.items():
+        defined = importlib.import_module(module)
+        assert getattr(git_scratch, name) is (defined if attribute is None else getattr(defined, attribute)), name
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        git_scratch.nonexistent  # noqa: B018

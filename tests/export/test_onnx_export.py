@@ -25,7 +25,6 @@ pytest.importorskip("onnxscript", reason="the export tests need the export extra
 from git_scratch.checkpoints.files import load_pretrained
 from git_scratch.config import VisionConfig
 from git_scratch.export import decode as onnx_decode
-from git_scratch.export import runtime as runtime_module
 from git_scratch.export.decode import load_onnx
 from git_scratch.export.onnx import export_onnx
 from git_scratch.export.runtime import open_export
@@ -128,8 +127,8 @@ def test_greedy_beam_and_sampled_tokens_identical_row_for_row(which, image_expor
 
 
 def test_runtime_runs_without_torch_in_a_subprocess(image_export, tmp_path: Path) -> None:
-    """runtime.py alone, loaded from its file as a deployment copies it, with numpy inputs: torch never
-    imported, and its prefill logits equal PyTorch's."""
+    """git_scratch.export.runtime imported as a deployment imports it, with numpy inputs: torch never
+    imported (the package's names load lazily), and its prefill logits equal PyTorch's."""
     model, _, directory = image_export
     torch.manual_seed(3)
     pixel_values = torch.randn(1, 3, 32, 32)
@@ -143,11 +142,9 @@ def test_runtime_runs_without_torch_in_a_subprocess(image_export, tmp_path: Path
     np.savez(tmp_path / "inputs.npz", pixel_values=pixel_values.numpy(), input_ids=input_ids.numpy(),
              positions=state.positions[:, :4].numpy(), mask=mask.numpy(), expected=logits.numpy())
     script = f"""
-import importlib.util, sys
+import sys
 import numpy as np
-spec = importlib.util.spec_from_file_location("runtime", {str(Path(runtime_module.__file__))!r})
-runtime = sys.modules["runtime"] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(runtime)
+from git_scratch.export import runtime
 data = np.load({str(tmp_path / "inputs.npz")!r})
 exported = runtime.open_export({str(directory)!r})
 cache = exported.encode_image(data["pixel_values"])
