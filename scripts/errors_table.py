@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "src" / "git_scratch"
 DOC = ROOT / "docs" / "errors.md"
 BEGIN, END = "<!-- errors-table:begin -->", "<!-- errors-table:end -->"
-ERROR_TYPES = ("ValueError", "FileNotFoundError", "FileExistsError")
+ERROR_TYPES = ("ValueError", "FileNotFoundError", "FileExistsError", "ApiError")  # ApiError: explore's, with an HTTP status
 
 # Topic -> modules, in the order the doc lists them; a module not named here goes under "Other".
 TOPICS: dict[str, tuple[str, ...]] = {
@@ -44,6 +44,7 @@ TOPICS: dict[str, tuple[str, ...]] = {
     "Parity with transformers": ("tools.parity",),
     "ONNX export and runtime": ("export.graphs", "export.onnx", "export.runtime", "export.decode", "cli.export"),
     "Demo and pictures": ("demo.recipe", "demo.shapes", "tools.pictures", "tools.attention"),
+    "The explorer (git-scratch explore)": ("explore.session", "explore.server", "cli.explore"),
 }
 
 # What to do, for messages whose text has no "; fix" part. Keyed by the rendered template; a key

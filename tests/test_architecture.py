@@ -20,7 +20,7 @@ RANKS = {
     "model": 1,
     "accel": 2, "generation": 2,
     "checkpoints": 3, "data": 3,
-    "tools": 4, "training": 4, "evaluation": 4, "export": 4,
+    "tools": 4, "training": 4, "evaluation": 4, "export": 4, "explore": 4,
     "__init__": 5,
     "demo": 6,
     "cli": 7,
@@ -29,7 +29,7 @@ RANKS = {
 # delegations whose import of the room above is inside the method, visibly lazy.
 DELEGATIONS = {"from_pretrained", "save_pretrained", "generate", "answer", "classify"}
 COMMANDS = ["caption", "vqa", "convert", "info", "demo", "train", "eval", "mask", "parity", "attention", "init",
-            "manifest", "export"]
+            "manifest", "export", "explore"]
 
 
 def module_name(path: Path) -> str:

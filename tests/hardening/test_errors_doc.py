@@ -19,10 +19,11 @@ import pytest
 
 from tests.hardening.support import CASES, ROOT, error_line, make_checkpoint, run_cli
 
-USER_ERRORS = {"ValueError", "FileNotFoundError", "FileExistsError"}
+USER_ERRORS = {"ValueError", "FileNotFoundError", "FileExistsError", "ApiError"}  # ApiError: explore's ValueError with an HTTP status
 # Raised on purpose and not a user error of ours: argparse's own usage errors, the CLI's exit.
 OTHER_RAISES = {("cli.common", "positive_int"): "argparse.ArgumentTypeError",
-                ("cli.__main__", "<module>"): "SystemExit"}
+                ("cli.__main__", "<module>"): "SystemExit",
+                ("__init__", "__getattr__"): "AttributeError"}  # the module-attribute protocol (PEP 562)
 
 
 def test_errors_doc_is_current() -> None:

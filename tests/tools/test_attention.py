@@ -103,3 +103,35 @@ def test_command_draws_every_mode_from_an_odd_sized_image(checkpoint: Path, tmp_
     for flags in (["--layer", "2"], ["--layer", "-1"], ["--layer", "0", "--rollout"]):
         assert main(["attention", str(checkpoint), str(image), "-o", str(tmp_path / "x.png"), *flags]) == 2
         assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_one_head_and_one_frame_are_the_captured_probabilities(model: GIT) -> None:
+    """head=h is that head's row of the capture pass, not the mean; the mean is unchanged by the
+    option; a video's frame f maps frame f's own patches, after its own CLS."""
+    pixel_values, prompt = torch.randn(1, 3, 32, 32), torch.tensor([[2]])
+    mean = attention_maps(model, pixel_values, prompt, max_new_tokens=4, layers=[1])
+    head = attention_maps(model, pixel_values, prompt, max_new_tokens=4, layers=[1], head=2)
+    assert head.rows == ["layer 1, head 2"] and head.tokens == mean.tokens
+    with torch.no_grad(), capturing(model) as sinks:
+        model(pixel_values, torch.cat([prompt, torch.tensor([mean.tokens])], dim=1))
+    probs = sinks[1][0][0]  # (H, S, S)
+    last = 17 + len(mean.tokens) - 1
+    assert torch.equal(head.maps[0, -1].flatten(), probs[2, last, 1:17])
+    assert torch.equal(mean.maps[0, -1].flatten(), probs.mean(0)[last, 1:17])
+    assert not torch.equal(head.maps, mean.maps)
+    with pytest.raises(ValueError, match="head 4"):
+        attention_maps(model, pixel_values, prompt, layers=[1], head=4)
+    with pytest.raises(ValueError, match="rollout"):
+        attention_maps(model, pixel_values, prompt, use_rollout=True, head=0)
+
+    torch.manual_seed(0)
+    video_model = GIT.from_config(tiny_config(bos_id=2, eos_id=3, n_frames=2)).eval()
+    clip = torch.randn(1, 2, 3, 32, 32)
+    frames = [attention_maps(video_model, clip, prompt, max_new_tokens=3, frame=f) for f in (0, 1)]
+    with torch.no_grad(), capturing(video_model) as sinks:
+        video_model(clip, torch.cat([prompt, torch.tensor([frames[0].tokens])], dim=1))
+    probs = sinks[-1][0][0].mean(0)  # (S, S): 2 frames of 17 tokens, then the text
+    last = 34 + len(frames[0].tokens) - 1
+    for f, result in enumerate(frames):
+        assert result.maps.shape == (1, len(result.tokens), 4, 4)
+        assert torch.equal(result.maps[0, -1].flatten(), probs[last, 17 * f + 1:17 * f + 17])

@@ -25,7 +25,7 @@ import logging
 import sys
 from types import ModuleType
 
-from . import attention, caption, convert, demo, export, info, init, manifest, mask, parity, train, vqa
+from . import attention, caption, convert, demo, explore, export, info, init, manifest, mask, parity, train, vqa
 from . import eval as eval_
 from .common import one_line
 
@@ -46,6 +46,7 @@ COMMANDS: dict[str, ModuleType] = {
     "init": init,
     "manifest": manifest,
     "export": export,
+    "explore": explore,
 }
 
 
