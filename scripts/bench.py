@@ -4,22 +4,34 @@
     python scripts/bench.py --shapes base,large --doc       # and rewrite its table in docs/performance.md
     python scripts/bench.py --threads 1 --clock cpu         # steady on a machine other jobs share
     python scripts/bench.py --cases caption,beam3 --repeats 5 --json bench.json
-    python scripts/bench.py --dtype bf16 --no-memory        # bf16 on both sides (tokens may differ)
+    python scripts/bench.py --dtype bf16 --no-memory        # bf16 on both sides, each against our fp32
+    python scripts/bench.py --weights int8 --cases caption  # ours with int8 decoder weights (bf16 products)
+    python scripts/bench.py --compile --theirs plain,compile  # torch.compile on both sides, plain theirs too
     python scripts/bench.py --cases batch8 --data-path 2    # and evaluation's data path, 2 workers
     python scripts/bench.py --runtime onnxruntime           # ONNX Runtime vs both: caption, decode_step
+    python scripts/bench.py --device cuda --dtype bf16 --compile   # unchanged on a GPU
 
 Both sides hold the same weights: a seeded random `transformers.GitForCausalLM` is saved with
 `save_pretrained` and loaded into git_scratch through the converter, as a user loads
-microsoft/git-base. The init is large (softmaxes far from uniform, logits well separated) and
-the EOS logit bias is -1e4, so every run generates exactly the tokens asked for. Every case runs
-on identical inputs, and the outputs are compared: generated tokens must be identical.
+microsoft/git-base. Its init (`build_checkpoint`) gives softmaxes far from uniform and tokens that
+vary from step to step, and the EOS logit bias is -1e4, so every run generates exactly the tokens
+asked for. Every case runs on identical inputs, and the outputs are compared: in fp32 generated
+tokens must be identical, and in every precision they must not all be one id.
 
-Each case reports our median, transformers' median, their ratio, and our distance to the
-physical bound of this machine, measured in the same run: the best dense matmul rate for the
-compute-bound work (image encoder, prefix, prefill, training) and the read bandwidth of a
-buffer far larger than the caches for each decode step (every weight of the decoder and the LM
-head is read once per step). Peak memory is the peak resident set (CPU) or peak allocation
-(CUDA) of a child process that loads one side and runs one case.
+Precisions. Ours takes `accel.optimize(model, dtype=..., weights=..., compile=...)` (--dtype bf16,
+--weights int8, --compile); transformers is sped up the way a user would with the same effort:
+`.to(torch.bfloat16)` for --dtype bf16, and `torch.compile` with --theirs compile. Outside plain fp32
+each run first keeps our fp32 model's outputs and first-step logits, and reports every side's
+tokens and largest logit difference against them (`max |Δ| vs fp32`); plain fp32 runs compare
+ours with transformers directly.
+
+Each case reports our median, transformers' median (for each --theirs variant), their ratio, and
+our distance to the physical bound of this machine, measured in the same run: the best dense
+matmul rate in the run's dtype, of the kernels the sides use, for the compute-bound work (image
+encoder, prefix, prefill, training) and the read bandwidth of a buffer far larger than the caches
+for each decode step (every weight of the decoder and the LM head is read once per step, in the
+bytes it is stored in). Peak memory is the peak resident set (CPU) or peak allocation (CUDA) of a
+child process that loads one side and runs one case (a compiled side runs it once first).
 
 `--runtime onnxruntime` exports the checkpoint as `git-scratch export` does and adds a third
 side, the exported graphs under generation's own loops (export/decode.py), to the cases that
@@ -27,8 +39,9 @@ only call generate(): its tokens must equal both others', its time is set agains
 against the same bound. It has no memory column (a child would have to export before it runs).
 
 It is over 400 lines because a performance claim here comes from one script that runs both sides
-in one process on the same inputs: the cases, the bounds, the memory children, the ONNX Runtime
-side and the doc table are its parts, in the order a run takes them.
+in one process on the same inputs: the cases, the precisions and their fp32 reference, the bounds,
+the memory children, the ONNX Runtime side and the doc table are its parts, in the order a run
+takes them.
 """
 
 from __future__ import annotations
@@ -44,7 +57,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -60,20 +73,23 @@ from torch.utils.flop_counter import (
     sdpa_flop_count,
 )
 
-from git_scratch import GIT, GitConfig, VisionConfig, git_loss
+from git_scratch import GIT, GitConfig, VisionConfig, accel, git_loss
 from git_scratch.accel.onednn import ONEDNN_LINEAR
+from git_scratch.accel.precision import BF16_PRODUCTS
 from git_scratch.atomic import atomic_write_text
 from git_scratch.checkpoints.hub import config_to_hf
 from git_scratch.data.processor import ImageProcessor
 from git_scratch.evaluation.datasets import EvalItem
 from git_scratch.evaluation.run import decode_batch
+from git_scratch.tools.parity import comparable_init
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "performance.md"
 # wall: elapsed time. cpu: CPU time of the calling thread, which other processes cannot inflate
 # by taking the CPU away; it measures all the work only when torch runs on that thread alone.
 CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # the dtypes accel.optimize takes
+THEIRS = {"plain": "transformers", "compile": "transformers compiled"}  # --theirs variant -> its column
 
 
 # CPU SDPA runs kernels the flop counter does not know; their FLOPs are those of the GPU ones.
@@ -90,11 +106,17 @@ def _onednn_linear_flop(x_shape, weight_shape, *args, out_shape=None, **kwargs) 
     return 2 * math.prod(x_shape) * weight_shape[0]
 
 
+# accel/precision.py's int8 product: x (M, K) times an int8 weight (N, K), dequantized per channel.
+def _int8_mm_flop(x_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    return 2 * math.prod(x_shape) * weight_shape[0]
+
+
 # Once per process: the registry is torch's, and a second import of this file (tests load it by
 # path, more than one of them) would otherwise register the same operator twice, which torch refuses.
 for _op, _formula in ((torch.ops.aten._scaled_dot_product_flash_attention_for_cpu, _cpu_sdpa_flop),
                       (torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward, _cpu_sdpa_backward_flop),
-                      (torch.ops.mkldnn._linear_pointwise, _onednn_linear_flop)):
+                      (torch.ops.mkldnn._linear_pointwise, _onednn_linear_flop),
+                      (torch.ops.aten._weight_int8pack_mm, _int8_mm_flop)):
     if _op not in flop_registry:
         register_flop_formula(_op)(_formula)
 
@@ -107,7 +129,7 @@ SHAPES: dict[str, Callable[[], GitConfig]] = {
                               bos_id=1, eos_id=2, pad_id=0,
                               vision=VisionConfig(image_size=32, patch_size=8, d_model=32, n_layer=2, n_head=4, d_ff=37)),
 }
-INIT_STD = 0.1  # large enough that greedy and beam choices are far from ties, small enough for fp32 parity
+BRANCH_SCALE = 0.1  # build_checkpoint: keeps the current token in the decoder's residual stream
 NEW_TOKENS = 20
 
 
@@ -121,11 +143,12 @@ class Inputs:
     train_ids: torch.Tensor  # (8, 20)
 
 
-def make_inputs(cfg: GitConfig, seed: int, device: torch.device, dtype: torch.dtype) -> Inputs:
-    """The same inputs in every process, from the seed alone."""
+def make_inputs(cfg: GitConfig, seed: int, device: torch.device) -> Inputs:
+    """The same inputs in every process, from the seed alone; fp32 pixels, which both sides cast
+    to their own dtype (ours in vision.py, transformers in its patch embedding)."""
     g = torch.Generator().manual_seed(seed + 1)
     size = cfg.vision.image_size
-    pixel_values = torch.randn(8, 3, size, size, generator=g).to(device, dtype)
+    pixel_values = torch.randn(8, 3, size, size, generator=g).to(device)
     first = max(cfg.bos_id, cfg.eos_id, cfg.pad_id) + 1  # plain word ids only
     lengths = (4, 7, 5, 9, 6)
     questions = [[cfg.bos_id] + torch.randint(first, cfg.vocab_size, (n - 1,), generator=g).tolist() for n in lengths]
@@ -135,29 +158,57 @@ def make_inputs(cfg: GitConfig, seed: int, device: torch.device, dtype: torch.dt
 
 
 def build_checkpoint(cfg: GitConfig, directory: Path, seed: int) -> None:
-    """A seeded random transformers model in the official layout, EOS unreachable."""
+    """A seeded random transformers model in the official layout, EOS unreachable, whose greedy
+    tokens vary from step to step.
+
+    The stds are the parity tool's (tools/parity.comparable_init, 2 / sqrt(width)): attention far
+    from uniform, so a wrong weight cannot hide. GIT's decoder is post-LayerNorm, LN(x + branch),
+    and at that std each branch outweighs its input: by the last layer the current token was gone
+    and every git-base step chose the token the image alone favoured (1 distinct token in each of
+    8 captions of 20). The branches' output products (attention output, MLP output) are scaled by
+    BRANCH_SCALE, so each step depends on its token: 17-20 distinct tokens in 20 on git-base."""
     import transformers
 
-    data = config_to_hf(cfg.replace(init_std=INIT_STD))
+    data = config_to_hf(cfg)
+    data["initializer_range"] = comparable_init(cfg.d_model)
     vision = {k: v for k, v in data.pop("vision_config").items() if k != "model_type"}
+    vision["initializer_range"] = comparable_init(cfg.vision.d_model)
     for key in ("architectures", "model_type", "dtype"):
         data.pop(key)
     torch.manual_seed(seed)
     hf = transformers.GitForCausalLM(transformers.GitConfig(**data, vision_config=vision))
     with torch.no_grad():
+        for layer in hf.git.encoder.layer:
+            layer.attention.output.dense.weight.mul_(BRANCH_SCALE)
+            layer.output.dense.weight.mul_(BRANCH_SCALE)
         hf.output.bias[cfg.eos_id] = -1e4
     hf.save_pretrained(directory, safe_serialization=True)
 
 
-def load_ours(directory: Path, device: torch.device, dtype: torch.dtype) -> GIT:
+def load_ours(directory: Path, device: torch.device, dtype: torch.dtype = torch.float32) -> GIT:
+    """Our model as `git_scratch.load` gives it: in `dtype`, with accel's default kernels."""
     return GIT.from_pretrained(directory, dtype=dtype, device=device)
 
 
-def load_theirs(directory: Path, device: torch.device, dtype: torch.dtype) -> Any:
+def with_precision(model: GIT, args: argparse.Namespace) -> GIT:
+    """--dtype, --weights and --compile, through accel.optimize, in place."""
+    dtype = DTYPES[args.dtype]
+    return accel.optimize(model, dtype=None if dtype == torch.float32 else dtype,
+                          weights=None if args.weights == "none" else args.weights, compile=args.compile)
+
+
+def load_theirs(directory: Path, device: torch.device, dtype: torch.dtype, variant: str = "plain") -> Any:
+    """transformers' model as a user speeds it up: in `dtype`, and with variant "compile" under
+    torch.compile (in place, so generate()'s calls of the model run compiled; the image encoder
+    too, which the encode case calls directly)."""
     import transformers
 
     transformers.logging.set_verbosity_error()
-    return transformers.GitForCausalLM.from_pretrained(directory, dtype=dtype).to(device).eval()
+    hf = transformers.GitForCausalLM.from_pretrained(directory, dtype=dtype).to(device).eval()
+    if variant == "compile":
+        hf.compile()
+        hf.git.image_encoder.compile()
+    return hf
 
 
 # --- the cases ----------------------------------------------------------------------------------
@@ -220,6 +271,50 @@ def theirs_caption(images: int, new: int, beams: int = 1) -> Callable[[Any, Inpu
     return lambda hf, x: hf.generate(pixel_values=x.pixel_values[:images], max_new_tokens=new, num_beams=beams)
 
 
+def ours_encode(m: GIT, x: Inputs) -> torch.Tensor:
+    return m.encode_image(x.pixel_values[:1])
+
+
+def theirs_encode(hf: Any, x: Inputs) -> torch.Tensor:
+    return hf.git.visual_projection(hf.git.image_encoder(x.pixel_values[:1]).last_hidden_state)
+
+
+# What `max |Δ| vs fp32` compares: a generating case's first-step logits (the same on both sides,
+# from generate's own output_logits), the encoder's output, training's teacher-forced logits.
+# Logits leave out EOS: its -1e4 bias is no model output, and its bf16 rounding alone is 16.
+def without_eos(logits: torch.Tensor, eos_id: int) -> torch.Tensor:
+    return logits.float().index_fill(-1, torch.tensor([eos_id], device=logits.device), 0.0)
+
+
+def ours_first_logits(images: int, question: bool = False) -> Callable[[GIT, Inputs], torch.Tensor]:
+    def probe(m: GIT, x: Inputs) -> torch.Tensor:
+        prompt = torch.tensor([x.questions[0]], device=x.pixel_values.device) if question else None
+        out = m.generate(x.pixel_values[:images], prompt, max_new_tokens=1, return_dict_in_generate=True,
+                         output_logits=True)
+        return without_eos(out.logits[0], m.cfg.eos_id)  # (images, vocab)
+
+    return probe
+
+
+def theirs_first_logits(images: int, question: bool = False) -> Callable[[Any, Inputs], torch.Tensor]:
+    def probe(hf: Any, x: Inputs) -> torch.Tensor:
+        prompt = torch.tensor([x.questions[0]], device=x.pixel_values.device) if question else None
+        out = hf.generate(pixel_values=x.pixel_values[:images], input_ids=prompt, max_new_tokens=1,
+                          return_dict_in_generate=True, output_logits=True)
+        return without_eos(out.logits[0], hf.config.eos_token_id)  # (images, vocab)
+
+    return probe
+
+
+def ours_train_logits(m: GIT, x: Inputs) -> torch.Tensor:
+    return without_eos(m(x.pixel_values, x.train_ids), m.cfg.eos_id)  # (8, 20, vocab)
+
+
+def theirs_train_logits(hf: Any, x: Inputs) -> torch.Tensor:
+    logits = hf(input_ids=x.train_ids, pixel_values=x.pixel_values).logits[:, -x.train_ids.shape[1]:]
+    return without_eos(logits, hf.config.eos_token_id)  # (8, 20, vocab)
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -227,6 +322,7 @@ class Case:
     ours: Callable[[GIT, Inputs], Any]
     theirs: Callable[[Any, Inputs], Any]
     check: str  # "tokens": identical ids; "close": max |difference| of tensors
+    probe: tuple[Callable, Callable]  # (ours, theirs): the tensor `max |Δ| vs fp32` compares
     rows: int = 0  # decoding rows per step, and
     steps: int = 0  # decode steps after prefill: these are bounded by bandwidth, the rest by compute
     baseline: tuple[Callable, Callable] | None = None  # (ours, theirs): time = (case - baseline) / per
@@ -235,28 +331,42 @@ class Case:
 
 
 CASES: dict[str, Case] = {c.name: c for c in [
-    Case("encode", "image encoder + projection, 1 image",
-         lambda m, x: m.encode_image(x.pixel_values[:1]),
-         lambda hf, x: hf.git.visual_projection(hf.git.image_encoder(x.pixel_values[:1]).last_hidden_state),
-         "close"),
+    Case("encode", "image encoder + projection, 1 image", ours_encode, theirs_encode, "close",
+         (ours_encode, theirs_encode)),
     Case("caption", f"greedy caption, 1 image, {NEW_TOKENS} new tokens",
-         ours_caption(1, NEW_TOKENS), theirs_caption(1, NEW_TOKENS), "tokens", rows=1, steps=NEW_TOKENS - 1),
+         ours_caption(1, NEW_TOKENS), theirs_caption(1, NEW_TOKENS), "tokens",
+         (ours_first_logits(1), theirs_first_logits(1)), rows=1, steps=NEW_TOKENS - 1),
     Case("decode_step", "one decode step after the prefix: (41 new tokens - 1) / 40",
-         ours_caption(1, 41), theirs_caption(1, 41), "tokens", rows=1, steps=1,
-         baseline=(ours_caption(1, 1), theirs_caption(1, 1)), per=40),
+         ours_caption(1, 41), theirs_caption(1, 41), "tokens", (ours_first_logits(1), theirs_first_logits(1)),
+         rows=1, steps=1, baseline=(ours_caption(1, 1), theirs_caption(1, 1)), per=40),
     Case("beam3", f"beam search, 3 beams, 1 image, {NEW_TOKENS} new tokens",
-         ours_caption(1, NEW_TOKENS, 3), theirs_caption(1, NEW_TOKENS, 3), "tokens", rows=3, steps=NEW_TOKENS - 1),
+         ours_caption(1, NEW_TOKENS, 3), theirs_caption(1, NEW_TOKENS, 3), "tokens",
+         (ours_first_logits(1), theirs_first_logits(1)), rows=3, steps=NEW_TOKENS - 1),
     Case("batch8", f"greedy, batch of 8 images, {NEW_TOKENS} new tokens",
-         ours_caption(8, NEW_TOKENS), theirs_caption(8, NEW_TOKENS), "tokens", rows=8, steps=NEW_TOKENS - 1),
+         ours_caption(8, NEW_TOKENS), theirs_caption(8, NEW_TOKENS), "tokens",
+         (ours_first_logits(8), theirs_first_logits(8)), rows=8, steps=NEW_TOKENS - 1),
     Case("vqa5_calls", "5 questions about 1 image, 5 new tokens each, 5 generate calls",
-         ours_vqa_calls, theirs_vqa_calls, "tokens", rows=1, steps=5 * 4),
+         ours_vqa_calls, theirs_vqa_calls, "tokens", (ours_first_logits(1, True), theirs_first_logits(1, True)),
+         rows=1, steps=5 * 4),
     Case("vqa5_batched", "the same 5 questions in one call (ours: model.answer; theirs: left-padded batch)",
          lambda m, x: m.answer(x.pixel_values[:1], x.questions, max_new_tokens=5), theirs_vqa_batched,
-         "tokens", rows=5, steps=4),
+         "tokens", (ours_first_logits(1, True), theirs_first_logits(1, True)), rows=5, steps=4),
     Case("train", f"training step (forward + backward), batch 8, {NEW_TOKENS} tokens",
-         train_step(ours_loss), train_step(theirs_loss), "close", grad=True),
+         train_step(ours_loss), train_step(theirs_loss), "close", (ours_train_logits, theirs_train_logits),
+         grad=True),
 ]}
 DEFAULT_CASES = {"base": list(CASES), "large": ["encode", "caption"], "tiny": list(CASES)}
+INFERENCE_ONLY = ("int8",)  # --weights with no gradient: the train case is left out
+
+
+def one_token_id(case: Case, out: Any) -> int | None:
+    """The id every generated token is, when they are all one (the bench's weights must vary
+    them, or the token check proves little); None otherwise. Every case generates at least 5
+    tokens, so each output's last 5 columns are generated ones, never the prompt."""
+    if case.check != "tokens":
+        return None
+    ids = torch.cat([t[..., -5:].reshape(-1).cpu() for t in (out if isinstance(out, list) else [out])])
+    return int(ids[0]) if bool((ids == ids[0]).all()) else None
 
 
 def compare(case: Case, ours: Any, theirs: Any) -> tuple[bool, str]:
@@ -286,15 +396,22 @@ class Machine:
     bandwidth: float  # read bandwidth of a buffer far larger than the caches, GB/s
     cpu: str
     clock: str = "wall"  # what every time is measured with (CLOCKS)
+    weights: str = "none"  # --weights: ours' decoder weights
+    compiled: bool = False  # --compile: ours under torch.compile
+    theirs: str = "plain"  # --theirs: transformers' variants, comma-separated
 
     def describe(self) -> str:
-        return (f"{self.cpu}, {self.threads} threads, {self.dtype}, {self.clock} clock: matmul {self.gflops:.3g} "
-                f"GFLOP/s, read bandwidth {self.bandwidth:.1f} GB/s")
+        ours = "".join([f", ours with {self.weights} weights" if self.weights != "none" else "",
+                        ", ours compiled" if self.compiled else ""])
+        return (f"{self.cpu}, {self.threads} threads, {self.dtype}{ours}, {self.clock} clock: matmul "
+                f"{self.gflops:.3g} GFLOP/s, read bandwidth {self.bandwidth:.1f} GB/s")
 
     @property
     def key(self) -> str:
-        """Names this setting's table in docs/performance.md."""
-        return f"{self.device} {self.dtype} threads={self.threads} clock={self.clock}"
+        """Names this setting's table in docs/performance.md (the plain settings' names predate the rest)."""
+        extra = "".join([f" weights={self.weights}" if self.weights != "none" else "", " compile" if self.compiled else "",
+                         f" theirs={self.theirs}" if self.theirs != "plain" else ""])
+        return f"{self.device} {self.dtype} threads={self.threads} clock={self.clock}{extra}"
 
 
 def cpu_name() -> str:
@@ -310,12 +427,16 @@ def cpu_name() -> str:
 def measure_machine(device: torch.device, dtype: torch.dtype, threads: int, clock: str = "wall") -> Machine:
     n = 2048 if device.type == "cpu" else 8192
     a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
-    products = [lambda: a @ b]  # torch's default kernel: MKL for fp32 on CPU
+    products = [lambda: a @ b]  # torch's default kernel: MKL for fp32 on CPU, cuBLAS on CUDA
     if device.type == "cpu" and dtype == torch.float32 and ONEDNN_LINEAR is not None:
         # torch's other CPU library: twice MKL's rate on an AVX-512 AMD host (accel/onednn.py), so the
         # bound is the better of the two, not what one library makes of the machine. (In bf16
-        # `a @ b` already runs oneDNN where the CPU supports it; fp16 it does not take at all.)
+        # `a @ b` already runs oneDNN where the CPU supports it.)
         products.append(lambda: ONEDNN_LINEAR(a, b, None, "none", [], ""))
+    if device.type == "cpu" and dtype == torch.bfloat16 and BF16_PRODUCTS:
+        # ours' bf16 kernel (accel/precision.py): oneDNN on a weight reordered once into its layout
+        packed = torch.ops.mkldnn._reorder_linear_weight(b, 1)
+        products.append(lambda: ONEDNN_LINEAR(a, packed, None, "none", [], ""))
     best = min(timed(product, device, clock) for product in products for _ in range(6))
     buffer = torch.ones(2**28, device=device)  # 1 GiB of fp32: 32x the L3 of a big server CPU
     read = min(timed(buffer.sum, device, clock) for _ in range(5))
@@ -370,11 +491,14 @@ def bound_seconds(case: Case, model: GIT, flops: float, machine: Machine) -> flo
     if not case.steps:
         return flops / (machine.gflops * 1e9)
     cfg = model.cfg
-    weights = sum(p.numel() for p in model.blocks.parameters()) + sum(p.numel() for p in model.lm_head.parameters())
+    stored = [t for part in (model.blocks, model.lm_head) for t in (*part.parameters(), *part.buffers())]
+    weights = sum(t.numel() for t in stored)  # int8 layers: int8 weights and their scales (buffers)
     keys = cfg.vision.n_tokens + NEW_TOKENS  # a typical cache length
     step_flops = 2 * case.rows * weights + 4 * case.rows * cfg.n_layer * keys * cfg.d_model
-    item = next(model.parameters()).element_size()
-    step_bytes = item * (weights + case.rows * cfg.n_layer * 2 * keys * cfg.d_model)
+    # the bytes as stored: fp32 4, bf16 2 (a prepacked copy holds as many), int8 1 + a bf16 scale per row
+    cache_item = model.embed.word.weight.element_size()  # the cache is in the activations' dtype
+    step_bytes = sum(t.numel() * t.element_size() for t in stored) + \
+        cache_item * case.rows * cfg.n_layer * 2 * keys * cfg.d_model
     step = max(step_flops / (machine.gflops * 1e9), step_bytes / (machine.bandwidth * 1e9))
     return max(flops - case.steps * step_flops, 0) / (machine.gflops * 1e9) + case.steps * step
 
@@ -404,53 +528,135 @@ def data_path_rate(image_size: int, workers: int, n_images: int = 96) -> float:
 # --- running ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Reference:
+    """Our fp32 model's outputs of one case, which a run in another precision is measured against."""
+    output: Any  # what `compare` takes: the tokens, the encoder's output, or training's eval-mode loss
+    probe: torch.Tensor  # the case's probe (first-step logits, encoder output, teacher-forced logits), fp32
+
+
+def compared_output(case: Case, ours_side: bool, model: Any, x: Inputs, output: Any) -> Any:
+    """What `compare` takes from one side, given the case's output: the output itself, or for
+    training the loss in eval mode (dropout makes training losses differ)."""
+    if not case.grad:
+        return output
+    with torch.no_grad():
+        return (ours_loss if ours_side else theirs_loss)(model, x)
+
+
+def reference(case: Case, ours: GIT, x: Inputs) -> Reference:
+    with torch.no_grad():
+        output = compared_output(case, True, ours, x, None if case.grad else case.ours(ours, x))
+        return Reference(output, case.probe[0](ours, x).float())
+
+
 @dataclass
 class Result:
     shape: str
     case: str
     what: str
     ours_s: float
-    theirs_s: float
+    theirs_s: dict[str, float]  # --theirs variant -> transformers' median; NaN where it did not compile
     bound_s: float
-    agree: bool
+    agree: bool  # plain fp32: ours equals transformers; otherwise every side equals our fp32 outputs
     check: str
+    delta_ours: float  # max |Δ| of the probe: plain fp32, ours vs transformers; otherwise ours vs our fp32
+    delta_theirs: float | None = None  # transformers' vs our fp32; None in plain fp32
+    varied: bool = True  # our generated tokens are not all one id
     ours_peak_mb: float | None = None
     theirs_peak_mb: float | None = None
     others_cpu: float = float("nan")  # share of all CPUs other processes used during the timed runs
 
-    @property
-    def speedup(self) -> float:
-        return self.theirs_s / self.ours_s
+    def speedup(self, variant: str = "plain") -> float:
+        return self.theirs_s.get(variant, float("nan")) / self.ours_s
 
     @property
     def to_bound(self) -> float:
         return self.ours_s / self.bound_s
 
 
-def run_case(shape: str, case: Case, ours: GIT, theirs: Any, x: Inputs, repeats: int, machine: Machine) -> Result:
-    """One warm-up run per side, whose outputs are compared (and our FLOPs counted), then
-    `repeats` interleaved timed runs per side, so drift in the machine's load hits both alike."""
+def first_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+
+
+def first_runs(case: Case, sides: dict[str, Any], x: Inputs, compiled: set[str],
+               log: Callable[[str], None]) -> tuple[float, dict[str, Any]]:
+    """Our FLOPs (counted on one run of ours and of its baseline) and each side's first output,
+    untimed. A compiled side runs outside the counter (its output is compared, and its shapes are
+    compiled before timing: the baseline's too); a compiled transformers side that fails is
+    dropped with one line."""
+    with FlopCounterMode(display=False) as counter:
+        outputs = {"ours": case.ours(sides["ours"], x)}
+    flops = counter.get_total_flops()
+    if case.baseline:
+        with FlopCounterMode(display=False) as counter:
+            case.baseline[0](sides["ours"], x)
+        flops = (flops - counter.get_total_flops()) / case.per
+    for name, model in sides.items():
+        ours_side = name == "ours"
+        if ours_side and name not in compiled:
+            continue
+        try:
+            outputs[name] = (case.ours if ours_side else case.theirs)(model, x)
+            if name in compiled and case.baseline:
+                case.baseline[not ours_side](model, x)
+        except Exception as error:  # torch.compile raises its backends' own kinds
+            if ours_side or name not in compiled:
+                raise
+            outputs.pop(name, None)
+            log(f"compile failed: {first_line(error)}")
+    return flops, outputs
+
+
+def run_case(shape: str, case: Case, ours: GIT, theirs: dict[str, Any], x: Inputs, repeats: int, machine: Machine,
+             reference: Reference | None = None, log: Callable[[str], None] = print) -> Result:
+    """First runs per side, whose outputs are compared (and our FLOPs counted), then `repeats`
+    interleaved timed runs per side, so drift in the machine's load hits all alike. Without a
+    `reference` (plain fp32) ours is compared with each transformers variant; with one, every
+    side with our fp32 outputs. `theirs` maps --theirs variants to models (None: failed before)."""
+    sides = {"ours": ours} | {f"theirs {v}": m for v, m in theirs.items() if m is not None}
+    compiled = {name for name in sides if name == "theirs compile" or (name == "ours" and machine.compiled)}
     with torch.enable_grad() if case.grad else torch.no_grad():
-        got_ours, got_theirs, flops = warm_up(lambda: case.ours(ours, x), lambda: case.theirs(theirs, x))
-        agree, seen = compare(case, got_ours, got_theirs)
-        if case.grad:  # dropout makes training losses differ: compare them in eval mode
-            with torch.no_grad():
-                agree, seen = compare(case, ours_loss(ours, x), theirs_loss(theirs, x))
-        if case.baseline:
-            flops = (flops - warm_up(lambda: case.baseline[0](ours, x), lambda: case.baseline[1](theirs, x))[2]) / case.per
-        per_side, others = interleaved(case, {"ours": ours, "theirs": theirs}, x, repeats, machine)
-    return Result(shape, case.name, case.what, per_side["ours"], per_side["theirs"],
-                  bound_seconds(case, ours, flops, machine), agree, seen, others_cpu=others)
+        flops, outputs = first_runs(case, sides, x, compiled, log)
+        sides = {name: model for name, model in sides.items() if name in outputs}
+        if len(sides) == 1:
+            raise RuntimeError("no transformers side ran (compile failed, above); add --theirs plain")
+        got = {name: compared_output(case, name == "ours", sides[name], x, out) for name, out in outputs.items()}
+        first = next(name for name in sides if name != "ours")  # the first --theirs variant that ran
+        with torch.no_grad():
+            probes = {name: (case.probe[0] if name == "ours" else case.probe[1])(sides[name], x).float()
+                      for name in ("ours", first)}
+        label = {"ours": "ours"} | {f"theirs {v}": THEIRS[v] for v in THEIRS}
+        if reference is None:
+            checks = {label[n]: compare(case, got["ours"], got[n]) for n in sides if n != "ours"}
+            delta_ours, delta_theirs = (probes["ours"] - probes[first]).abs().max().item(), None
+        else:
+            checks = {label[n]: compare(case, got[n], reference.output) for n in sides}
+            delta_ours, delta_theirs = ((probes[n] - reference.probe).abs().max().item() for n in ("ours", first))
+        agree = all(ok for ok, _ in checks.values())
+        seen = {text for _, text in checks.values()}
+        check = seen.pop() if reference is None and len(seen) == 1 else \
+            ", ".join(f"{who} {text}" for who, (_, text) in checks.items())
+        same = one_token_id(case, outputs["ours"])
+        if same is not None:
+            agree, check = False, f"every generated token is id {same}; {check}"
+        per_side, others = interleaved(case, sides, x, repeats, machine)
+    return Result(shape, case.name, case.what, per_side["ours"],
+                  {v: per_side.get(f"theirs {v}", float("nan")) for v in theirs},
+                  bound_seconds(case, ours, flops, machine), agree, check, delta_ours, delta_theirs,
+                  varied=same is None, others_cpu=others)
 
 
 def interleaved(case: Case, sides: dict[str, Any], x: Inputs, repeats: int,
                 machine: Machine) -> tuple[dict[str, float], float]:
     """Each side's median time of the case (less its baseline, per unit), from `repeats` rounds
-    in which every side runs once in turn; and the share of the CPUs other processes took."""
+    in which every side runs once in turn; and the share of the CPUs other processes took.
+    Sides named "theirs..." run transformers' function of the case, the others ours."""
     device = torch.device(machine.device)
-    runs = {name: partial(case.theirs if name == "theirs" else case.ours, model, x) for name, model in sides.items()}
+    theirs = {name: name.startswith("theirs") for name in sides}
+    runs = {name: partial(case.theirs if theirs[name] else case.ours, model, x) for name, model in sides.items()}
     if case.baseline:
-        runs |= {f"{name}_base": partial(case.baseline[name == "theirs"], model, x) for name, model in sides.items()}
+        runs |= {f"{name}_base": partial(case.baseline[theirs[name]], model, x) for name, model in sides.items()}
     times: dict[str, list[float]] = {name: [] for name in runs}
     before = cpu_ticks()
     for _ in range(repeats):
@@ -462,10 +668,12 @@ def interleaved(case: Case, sides: dict[str, Any], x: Inputs, repeats: int,
 
 
 def child_peak(side: str, shape: str, case: str, directory: Path, args: argparse.Namespace) -> float:
-    """Peak memory (MB) of a fresh process that loads one side and runs one case once."""
+    """Peak memory (MB) of a fresh process that loads one side and runs one case once
+    (transformers: its first --theirs variant)."""
     command = [sys.executable, __file__, "--child", side, "--shapes", shape, "--cases", case,
                "--checkpoint", str(directory), "--device", args.device, "--dtype", args.dtype,
-               "--threads", str(args.threads), "--seed", str(args.seed)]
+               "--weights", args.weights, "--theirs", args.theirs.split(",")[0],
+               "--threads", str(args.threads), "--seed", str(args.seed)] + ["--compile"] * args.compile
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if done.returncode:
         raise RuntimeError(f"memory child {side}/{shape}/{case} failed:\n{done.stderr[-2000:]}")
@@ -473,14 +681,20 @@ def child_peak(side: str, shape: str, case: str, directory: Path, args: argparse
 
 
 def child_main(args: argparse.Namespace) -> int:
+    """One side in the run's precision, loaded as a user would (ours: in the dtype, then accel;
+    transformers: from_pretrained in the dtype); a compiled side runs the case once before the
+    peak is reset, so compiling is not counted."""
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     cfg, case = SHAPES[args.shapes](), CASES[args.cases]
-    load = load_ours if args.child == "ours" else load_theirs
-    model = load(Path(args.checkpoint), device, dtype)
-    x = make_inputs(cfg, args.seed, device, dtype)
-    reset_peak(device)
+    ours_side = args.child == "ours"
+    model = (with_precision(load_ours(Path(args.checkpoint), device, dtype), args) if ours_side
+             else load_theirs(Path(args.checkpoint), device, dtype, args.theirs))
+    run = partial(case.ours if ours_side else case.theirs, model, make_inputs(cfg, args.seed, device))
     with torch.enable_grad() if case.grad else torch.no_grad():
-        (case.ours if args.child == "ours" else case.theirs)(model, x)
+        if args.compile if ours_side else args.theirs == "compile":
+            run()
+        reset_peak(device)
+        run()
     print(json.dumps({"peak_mb": read_peak(device)}))
     return 0
 
@@ -502,30 +716,44 @@ def read_peak(device: torch.device) -> float:
     raise RuntimeError("/proc/self/status has no VmHWM; peak memory needs Linux (or pass --no-memory)")
 
 
+def strict(args: argparse.Namespace) -> bool:
+    """Plain fp32 weights on our side: tokens must equal transformers', no fp32 reference needed."""
+    return args.dtype == "fp32" and args.weights == "none"
+
+
 @contextlib.contextmanager
-def both_sides(shape: str, args: argparse.Namespace) -> Iterator[tuple[Path, GIT, Any, Inputs]]:
-    """The shape's seeded checkpoint in a temporary directory, loaded by us and by transformers,
-    and the inputs every case runs on: (directory, ours, theirs, inputs)."""
-    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+def both_sides(shape: str, args: argparse.Namespace,
+               cases: list[str]) -> Iterator[tuple[Path, GIT, dict[str, Any], Inputs, dict[str, Reference]]]:
+    """The shape's seeded checkpoint in a temporary directory, loaded by us and by transformers
+    (each --theirs variant), the inputs every case runs on, and outside plain fp32 our fp32
+    outputs of the cases, taken before ours changes precision: (directory, ours, theirs, inputs,
+    references)."""
+    device = torch.device(args.device)
     cfg = SHAPES[shape]()
     with tempfile.TemporaryDirectory(prefix="git-bench-") as tmp:
         directory = Path(tmp) / shape
         build_checkpoint(cfg, directory, args.seed)
-        ours, theirs = load_ours(directory, device, dtype), load_theirs(directory, device, dtype)
-        yield directory, ours, theirs, make_inputs(cfg, args.seed, device, dtype)
+        x = make_inputs(cfg, args.seed, device)
+        ours = load_ours(directory, device)
+        references = {} if strict(args) else {name: reference(CASES[name], ours, x) for name in cases}
+        with_precision(ours, args)
+        theirs = {v: load_theirs(directory, device, DTYPES[args.dtype], v) for v in args.theirs.split(",")}
+        yield directory, ours, theirs, x, references
 
 
 def bench_shape(shape: str, cases: list[str], args: argparse.Namespace, machine: Machine,
                 log: Callable[[str], None] = print) -> list[Result]:
     results = []
-    with both_sides(shape, args) as (directory, ours, theirs, x):
+    with both_sides(shape, args, cases) as (directory, ours, theirs, x, references):
         for name in cases:
-            case = CASES[name]
-            result = run_case(shape, case, ours, theirs, x, args.repeats, machine)
+            result = run_case(shape, CASES[name], ours, theirs, x, args.repeats, machine, references.get(name), log)
+            if math.isnan(result.theirs_s.get("compile", 0.0)):
+                theirs["compile"] = None  # failed once (one line said why): the other cases skip it
             if args.memory:
                 result.ours_peak_mb = child_peak("ours", shape, name, directory, args)
-                result.theirs_peak_mb = child_peak("theirs", shape, name, directory, args)
-            log(format_row(result))
+                if next(iter(theirs.values())) is not None:  # the child's variant did compile here
+                    result.theirs_peak_mb = child_peak("theirs", shape, name, directory, args)
+            log(format_row(result, list(theirs)))
             results.append(result)
     return results
 
@@ -584,7 +812,8 @@ def bench_onnx(shape: str, cases: list[str], args: argparse.Namespace, machine: 
     from git_scratch.export.onnx import export_onnx
 
     results = []
-    with both_sides(shape, args) as (directory, ours, theirs, x):
+    with both_sides(shape, args, cases) as (directory, ours, theirs_variants, x, _):
+        theirs = theirs_variants["plain"]  # parse_args allows ONNX Runtime with plain fp32 only
         # beside the checkpoint, in the same temporary directory; export_onnx takes accel off for the export
         onnx_model = load_onnx(export_onnx(ours, directory.parent / "onnx"))
         for name in cases:
@@ -614,20 +843,32 @@ def onnx_report(results: list[OnnxResult], machine: Machine, command: str) -> st
 
 # --- reporting --------------------------------------------------------------------------------
 
-HEADER = ("| shape | case | ours | transformers | speed-up | bound | ours / bound | outputs | peak MB ours / theirs "
-          "| others' CPU |\n|---|---|---|---|---|---|---|---|---|---|")
+def header(variants: list[str], plain_fp32: bool) -> str:
+    """The table's header: a time and a speed-up column per --theirs variant. `outputs` compares
+    ours with transformers in plain fp32, and every side with our fp32 outputs otherwise."""
+    theirs = [f"{THEIRS[v]} | speed-up{'' if v == 'plain' else ' vs compiled'}" for v in variants]
+    outputs = "outputs" if plain_fp32 else "outputs vs our fp32"
+    names = ["shape", "case", "ours", *theirs, "bound", "ours / bound", outputs, "max \\|Δ\\| vs fp32",
+             "peak MB ours / theirs", "others' CPU"]
+    columns = len(names) + len(variants)  # each variant's cell holds two columns
+    return f"| {' | '.join(names)} |\n" + "|---" * columns + "|"
 
 
 def seconds(s: float) -> str:
+    if s != s:  # NaN: the side did not run (compile failed)
+        return "-"
     return f"{s * 1e3:.1f} ms" if s < 0.1 else f"{s:.2f} s"
 
 
-def format_row(r: Result) -> str:
-    peak = f"{r.ours_peak_mb:.0f} / {r.theirs_peak_mb:.0f}" if r.ours_peak_mb is not None else "-"
+def format_row(r: Result, variants: list[str]) -> str:
+    theirs = " | ".join(f"{seconds(r.theirs_s[v])} | {r.speedup(v):.2f}x".replace("nanx", "-") for v in variants)
+    peak = "-" if r.ours_peak_mb is None else \
+        f"{r.ours_peak_mb:.0f} / {'-' if r.theirs_peak_mb is None else f'{r.theirs_peak_mb:.0f}'}"
     outputs = r.check if r.agree else f"**{r.check}**"
+    delta = f"{r.delta_ours:.1e}" if r.delta_theirs is None else f"{r.delta_ours:.1e} / {r.delta_theirs:.1e}"
     others = "-" if r.others_cpu != r.others_cpu else f"{100 * r.others_cpu:.0f}%"  # NaN: not measured
-    return (f"| {r.shape} | {r.case} | {seconds(r.ours_s)} | {seconds(r.theirs_s)} | {r.speedup:.2f}x | "
-            f"{seconds(r.bound_s)} | {r.to_bound:.2f} | {outputs} | {peak} | {others} |")
+    return (f"| {r.shape} | {r.case} | {seconds(r.ours_s)} | {theirs} | {seconds(r.bound_s)} | {r.to_bound:.2f} | "
+            f"{outputs} | {delta} | {peak} | {others} |")
 
 
 @dataclass(frozen=True)
@@ -655,8 +896,8 @@ def targets(results: list[Result]) -> list[Target]:
     speedups = {"caption": ("caption greedy, speed-up", 2.0), "beam3": ("beam search 3 beams, speed-up", 3.0),
                 "batch8": ("batch of 8, speed-up", 1.3), "train": ("training step, speed-up", 1.2)}
     for name, (what, goal) in speedups.items():
-        if name in got:
-            out.append(Target(what, got[name].speedup, goal, at_bound=got[name].theirs_s / got[name].bound_s))
+        if name in got and "plain" in got[name].theirs_s:  # the issue's speed-ups are against plain transformers
+            out.append(Target(what, got[name].speedup(), goal, at_bound=got[name].theirs_s["plain"] / got[name].bound_s))
     if "decode_step" in got:
         out.append(Target("decode step, ours / bandwidth bound", got["decode_step"].to_bound, 2.0, False))
     if "encode" in got:
@@ -665,8 +906,9 @@ def targets(results: list[Result]) -> list[Target]:
         answer, bound = got["vqa5_batched"].ours_s, got["vqa5_batched"].bound_s
         for name, what, goal in (("vqa5_calls", "5 questions: transformers' 5 calls / our answer()", 5.0),
                                  ("vqa5_batched", "5 questions: transformers' batched call / our answer()", 2.5)):
-            if name in got:
-                out.append(Target(what, got[name].theirs_s / answer, goal, at_bound=got[name].theirs_s / bound))
+            if name in got and "plain" in got[name].theirs_s:
+                theirs = got[name].theirs_s["plain"]
+                out.append(Target(what, theirs / answer, goal, at_bound=theirs / bound))
     peaks = [r.ours_peak_mb / r.theirs_peak_mb for r in got.values() if r.ours_peak_mb is not None]
     if peaks:
         out.append(Target("peak memory, worst case ours / theirs", max(peaks), 1.0, False))
@@ -676,9 +918,11 @@ def targets(results: list[Result]) -> list[Target]:
 def report(results: list[Result], machine: Machine, command: str) -> str:
     import transformers
 
+    variants, plain_fp32 = machine.theirs.split(","), machine.dtype == "float32" and machine.weights == "none"
     lines = [f"Machine: {machine.describe()}. torch {torch.__version__}, transformers {transformers.__version__}.",
-             f"Command: `{command}`", "", HEADER, *map(format_row, results)]
-    found = targets(results) if machine.dtype == "float32" else []  # the issue sets them for fp32
+             f"Command: `{command}`", "", header(variants, plain_fp32),
+             *(format_row(r, variants) for r in results)]
+    found = targets(results) if plain_fp32 else []  # the issue sets them for fp32
     if found:
         lines += ["", "| target (git-base shape) | measured | goal | at the bound | |", "|---|---|---|---|---|",
                   *(t.line() for t in found)]
@@ -699,10 +943,25 @@ def render_doc(text: str, table: str, key: str) -> str:
 # --- entry point ------------------------------------------------------------------------------
 
 
+def one_line_error(message: str) -> None:
+    """argparse's error without its usage lines: the message names the flag and the fix."""
+    print(f"bench.py: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.error = one_line_error
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
-    parser.add_argument("--dtype", choices=DTYPES, default="fp32", help="both sides' weights and activations")
+    parser.add_argument("--dtype", choices=DTYPES, default="fp32",
+                        help="both sides' weights and activations (ours: accel.optimize(dtype=...))")
+    parser.add_argument("--weights", choices=("none", "int8"), default="none",
+                        help="int8: ours' decoder and LM-head weights in int8 (accel.optimize(weights='int8')); "
+                             "inference only, so the train case is left out")
+    parser.add_argument("--compile", action="store_true", help="ours under torch.compile (accel.optimize(compile=True))")
+    parser.add_argument("--theirs", default="plain",
+                        help="transformers' variants, comma-separated, each its own columns: plain (default), "
+                             "compile (torch.compile, as a user would)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--shapes", default="base", help=f"comma-separated, of {', '.join(SHAPES)} (default base)")
     parser.add_argument("--cases", default=None, help=f"comma-separated, of {', '.join(CASES)} (default: all for "
@@ -722,6 +981,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--child", choices=("ours", "theirs"), help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    variants = args.theirs.split(",")
+    for variant in variants:
+        if variant not in THEIRS:
+            parser.error(f"--theirs: unknown variant {variant!r}; choose from {', '.join(THEIRS)}")
+    if len(set(variants)) < len(variants):
+        parser.error(f"--theirs {args.theirs}: a variant is named twice; name each once")
+    if args.weights in INFERENCE_ONLY and args.cases and "train" in args.cases.split(","):
+        parser.error(f"--weights {args.weights} has no gradient, so the train case cannot run; drop train from --cases")
+    if args.weights == "int8" and args.device != "cpu":
+        parser.error("--weights int8 runs torch's CPU int8 kernel (accel/precision.py); use --device cpu")
     for shape in args.shapes.split(","):
         if shape not in SHAPES:
             parser.error(f"--shapes: unknown shape {shape!r}; choose from {', '.join(SHAPES)}")
@@ -738,6 +1007,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if args.device != "cpu" or args.dtype != "fp32":
             parser.error("--runtime onnxruntime runs the fp32 export on ORT's CPU provider; "
                          "pass --device cpu --dtype fp32")
+        if args.weights != "none" or args.compile or args.theirs != "plain":
+            parser.error("--runtime onnxruntime compares the plain fp32 export with plain PyTorch; "
+                         "drop --weights, --compile and --theirs")
         if args.clock == "cpu":  # ORT's pool threads work beside the calling thread, whatever --threads says
             parser.error("--runtime onnxruntime: --clock cpu would miss ORT's pool threads; use --clock wall")
         args.cases = args.cases or ",".join(ONNX_CASES)
@@ -758,12 +1030,14 @@ def main(argv: list[str] | None = None) -> int:
         print(onnx_missing())
         return 0
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
-    machine = measure_machine(device, dtype, args.threads, args.clock)
+    machine = replace(measure_machine(device, dtype, args.threads, args.clock), weights=args.weights,
+                      compiled=args.compile, theirs=args.theirs)
     print(f"Machine: {machine.describe()}")
-    print(ONNX_HEADER if onnx else HEADER)
+    print(ONNX_HEADER if onnx else header(args.theirs.split(","), strict(args)))
     results = []
     for shape in args.shapes.split(","):
-        cases = args.cases.split(",") if args.cases else DEFAULT_CASES[shape]
+        cases = args.cases.split(",") if args.cases else \
+            [case for case in DEFAULT_CASES[shape] if not (case == "train" and args.weights in INFERENCE_ONLY)]
         results += (bench_onnx if onnx else bench_shape)(shape, cases, args, machine)
     command = "python scripts/bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = (onnx_report if onnx else report)(results, machine, command.strip())
@@ -781,8 +1055,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.doc:
         old = args.doc.read_text() if args.doc.exists() else ""
         atomic_write_text(args.doc, render_doc(old, text, machine.key + (" runtime=onnxruntime" if onnx else "")))
+    uniform = [f"{r.shape}/{r.case}" for r in results if not getattr(r, "varied", True)]
+    if uniform:  # in any precision: a run whose tokens are all one id checked almost nothing
+        print(f"every generated token is one id in {', '.join(uniform)}", file=sys.stderr)
+        return 1
     mismatched = [f"{r.shape}/{r.case}" for r in results if not r.agree]
-    if mismatched and dtype == torch.float32:
+    if mismatched and (onnx or strict(args)):  # in other precisions tokens may differ from fp32's
         sides = "ours or transformers" if onnx else "transformers"
         print(f"outputs differ from {sides} in {', '.join(mismatched)}", file=sys.stderr)
         return 1

@@ -45,6 +45,7 @@ TOPICS: dict[str, tuple[str, ...]] = {
     "ONNX export and runtime": ("export.graphs", "export.onnx", "export.runtime", "export.decode", "cli.export"),
     "Demo and pictures": ("demo.recipe", "demo.shapes", "tools.pictures", "tools.attention"),
     "The explorer (git-scratch explore)": ("explore.session", "explore.server", "cli.explore"),
+    "Kernels and precision": ("accel", "accel.onednn", "accel.precision", "accel.compiled", "training.precision"),
 }
 
 # What to do, for messages whose text has no "; fix" part. Keyed by the rendered template; a key

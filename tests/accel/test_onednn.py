@@ -180,3 +180,17 @@ def test_hooks_on_every_mlp_fire(optimized: bool) -> None:
     with torch.no_grad():
         model(torch.randn(1, 3, 32, 32), torch.tensor([[1, 5, 6]]))
     assert seen == mlps
+
+
+def test_cpu_autocast_runs_the_product_in_its_dtype() -> None:
+    """Under CPU autocast the product is F.linear's, which autocast casts to bf16 (oneDNN's op would
+    run fp32 silently): a bf16 result, equal to nn.Linear's under the same autocast."""
+    torch.manual_seed(0)
+    layer, x = nn.Linear(48, 80), torch.randn(3, 48)
+    optimized = fast(layer)
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad), torch.autocast("cpu", dtype=torch.bfloat16):
+            ours, reference = optimized(x), layer(x)
+        assert ours.dtype == reference.dtype == torch.bfloat16
+        torch.testing.assert_close(ours, reference, rtol=0, atol=0)
+    assert kernels.use_onednn(x, layer.weight) == (kernels.ONEDNN_LINEAR is not None and torch.backends.mkldnn.enabled)

@@ -260,3 +260,14 @@ def test_bad_export_flags_get_one_line(image_export, tmp_path: Path) -> None:
     run = run_cli("export", image_export[1], tmp_path / "out", "--opset", "17")
     assert run.code == 2 and run.err.count("\n") == 1 and "opset = 17" in run.err, run.err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_model_changed_by_accel_precision_is_refused_in_one_line(tmp_path: Path) -> None:
+    """restore would hand the exporter bf16-rounded fp32 weights and leave the caller's model changed."""
+    from git_scratch import accel
+
+    model = accel.optimize(GIT(tiny_config()).eval(), dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match=r"went through accel.optimize .*bfloat16.*export the checkpoint as loaded"):
+        export_onnx(model, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert model.lm_head.weight.dtype == torch.bfloat16  # the caller's model untouched

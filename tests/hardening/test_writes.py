@@ -218,6 +218,8 @@ ALLOWED = {
     ("export.onnx", "_run_exporter"): "a graph file; export_onnx's callers pass a path in the directory "
                                       "atomic_directory is building",
     ("export.onnx", "_rename_axes"): "rewrites that graph file in the same temporary directory",
+    ("explore.session", "upload"): "an upload, into the server's own temporary directory (deleted when it stops)",
+    ("explore.session", "png"): "PNG bytes into an in-memory buffer, for an HTTP response",
     ("atomic", "atomic_write"): "the primitive itself",
     ("atomic", "__exit__"): "atomic_directory's renames",
 }

@@ -45,11 +45,15 @@ def linear_weights(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
 
 
 def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """The cases measured: fp32 on CPU with a contiguous weight, and then AVX-512 (inference and
-    training) or few rows in inference."""
+    """The cases measured: fp32 on CPU with a contiguous weight, outside CPU autocast and
+    torch.compile, and then AVX-512 (inference and training) or few rows in inference."""
     if ONEDNN_LINEAR is None or not torch.backends.mkldnn.enabled:
         return False
     if not (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and weight.is_contiguous()):
+        return False
+    if torch.is_autocast_enabled("cpu"):  # F.linear is where autocast casts to its dtype; oneDNN's op would stay fp32
+        return False
+    if torch.compiler.is_compiling():  # inductor lowers oneDNN's op only for constant weights; it picks its own
         return False
     return AVX512 or (not torch.is_grad_enabled() and x.numel() <= FEW_ROWS * x.shape[-1])
 

@@ -41,6 +41,9 @@ def export_onnx(model: GIT, out_dir: str | Path, *, tokenizer: Any = None, proce
     and `processor` (GitTokenizer, ImageProcessor), when given, are saved beside the graphs; the
     processor's crop size fixes the graphs' H and W (else the ViT's own image size)."""
     check_exportable(model)
+    if model.__dict__.get(accel.SETTINGS):  # restore would cast back from the rounded values, and re-apply nothing
+        raise ValueError(f"the model went through accel.optimize with a precision or compile ({accel.describe(model)}); "
+                         "export the checkpoint as loaded (git_scratch.load(path)), with dtype='fp16' for half precision")
     if dtype not in DTYPES:
         raise ValueError(f"dtype = {dtype!r} is not one of {', '.join(DTYPES)}; pass fp32 (the parity reference) or fp16")
     if not isinstance(opset, int) or opset < DEFAULT_OPSET:

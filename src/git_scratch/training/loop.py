@@ -55,6 +55,7 @@ from ..data.tokenizer import GitTokenizer
 from ..model.git import GIT
 from .loss import LOSSES, token_loss
 from .monitor import evaluate_held_out, require_tensorboard, warn_unknown_tokens, write_scalars
+from .precision import autocast, check_precision, resolve_precision
 from .resume import check_resume, ctrl_c_held, resume_command, resume_optimizer, rng_states, set_rng_states
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class TrainConfig:
     loss: str = "cross_entropy"  # or "original_smooth": the original's smoothed KL, eps 0.1 (training/loss.py)
     max_text_len: int | None = None  # None: texts whole; 40: the original's truncation (data/manifest.py)
     grad_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
+    precision: str = "auto"  # bf16: autocast over fp32 weights (training/precision.py); fp32; auto: bf16 on CUDA only
     num_workers: int = 0  # DataLoader worker processes
     preload: bool = False  # decode all images once into memory (small datasets)
     pack: bool = True  # one row per image with all its texts: the image is encoded once (data/manifest.py)
@@ -120,6 +122,7 @@ class TrainConfig:
         if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 3):
             raise ValueError(f"training config field max_text_len = {self.max_text_len!r} must be an integer >= 3 "
                              "or null; use 40 for the original's truncation, null for none")
+        check_precision(self.precision)
         if self.eval_every and not self.eval_manifest:
             raise ValueError(f"training config: eval_every = {self.eval_every} but no eval_manifest; "
                              "pass --eval-manifest FILE.jsonl, or drop --eval-every")
@@ -286,6 +289,8 @@ def train(cfg: TrainConfig, *, model: GIT | None = None, tokenizer: GitTokenizer
     A resume whose settings change the trajectory is refused unless `allow_changes` (check_resume).
     Ctrl-C saves the last finished step and logs the command that resumes it."""
     summary_writer = require_tensorboard() if cfg.tensorboard else None  # a missing package fails before any work
+    device = torch.device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)  # "fp32" or "bf16"; bf16 where it cannot run fails now
     rank, world = init_distributed(cfg.device)
     out_dir = Path(cfg.out_dir)
     resume_from = latest_checkpoint(out_dir) if cfg.resume else None
@@ -316,7 +321,6 @@ def train(cfg: TrainConfig, *, model: GIT | None = None, tokenizer: GitTokenizer
     elif builder_of(model) is None:
         log.warning("training a changed model with no builder: its checkpoints resume only with the model "
                     "given again; pass builder='package.module:function' to make them loadable")
-    device = torch.device(cfg.device)
     accel.optimize(model.to(device).train())  # the fast kernels train too; state_dict is unchanged
     model.set_grad_checkpointing(cfg.grad_checkpointing)
     dataset = ManifestDataset(read_manifest(cfg.train_manifest), processor, tokenizer,
@@ -341,7 +345,6 @@ def train(cfg: TrainConfig, *, model: GIT | None = None, tokenizer: GitTokenizer
                         # or dropout after a resume would differ from the uninterrupted run
                         generator=torch.Generator().manual_seed(cfg.seed))
     batches = iter(loader)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext())
     metrics_path = out_dir / "metrics.jsonl"
     history = _read_history(metrics_path, start) if rank == 0 else []
     bar = _progress(cfg.steps, start, progress and rank == 0)
@@ -360,11 +363,11 @@ def train(cfg: TrainConfig, *, model: GIT | None = None, tokenizer: GitTokenizer
             for i, batch in enumerate(micro):
                 batch = {k: v.to(device) for k, v in batch.items()}
                 sync = net.no_sync() if world > 1 and i < len(micro) - 1 else nullcontext()
-                with sync, autocast:
+                with sync, autocast(precision, device):
                     logits = net(batch["pixel_values"], batch["input_ids"], batch["attention_mask"],
-                                 segment_ids=batch.get("segment_ids"))
-                    step_loss = token_loss(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(),
-                                           cfg.loss, cfg.label_smoothing, ignore_index=IGNORE)
+                                 segment_ids=batch.get("segment_ids"))  # (B, S, V), bf16 under autocast
+                step_loss = token_loss(logits[:, :-1].float().flatten(0, 1), batch["labels"][:, 1:].flatten(),
+                                       cfg.loss, cfg.label_smoothing, ignore_index=IGNORE)
                 # DDP averages gradients over ranks; * world turns that average into the global sum.
                 (step_loss * world / n_tokens.clamp(min=1)).backward()
                 loss_sum += step_loss.detach()
@@ -432,7 +435,7 @@ def train(cfg: TrainConfig, *, model: GIT | None = None, tokenizer: GitTokenizer
     model.eval()
     return {"steps": cfg.steps, "final_loss": last.get("loss"), "seconds": time.perf_counter() - t0,
             "model_dir": str(out_dir / "model"), "model": model, "tokenizer": tokenizer, "processor": processor,
-            "eval": evaluation}
+            "eval": evaluation, "precision": precision}
 
 
 def _progress(total: int, start: int, enabled: bool):

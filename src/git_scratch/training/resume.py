@@ -23,11 +23,14 @@ import torch
 log = logging.getLogger(__name__)
 
 # Fields a resumed run may change freely: where the run lives and runs (another machine may
-# round differently, it trains the same thing), how its data loads (the batches are a function
-# of (seed, step)), same gradients (grad_checkpointing), and how often it logs, saves and
-# evaluates (evaluation leaves the trajectory alone). Every other field changes what is trained.
-FREE_ON_RESUME = frozenset({"out_dir", "device", "num_workers", "preload", "grad_checkpointing", "log_every",
-                            "save_every", "keep_last", "resume", "eval_manifest", "eval_every", "tensorboard"})
+# round differently, it trains the same thing), how it rounds (precision: the checkpoint holds
+# fp32 weights either way, and "auto" already changes with the device), how its data loads (the
+# batches are a function of (seed, step)), same gradients (grad_checkpointing), and how often it
+# logs, saves and evaluates (evaluation leaves the trajectory alone). Every other field changes
+# what is trained.
+FREE_ON_RESUME = frozenset({"out_dir", "device", "precision", "num_workers", "preload", "grad_checkpointing",
+                            "log_every", "save_every", "keep_last", "resume", "eval_manifest", "eval_every",
+                            "tensorboard"})
 # A resumed run continues the checkpoint's model, whatever these say; they choose how a new run starts.
 START_ONLY = frozenset({"init", "model", "tokenizer"})
 

@@ -1,0 +1,237 @@
+"""Reduced precision, applied to a built model from outside: bf16 products on oneDNN with weights
+prepacked once, and weight-only int8 for the decoder's products. `accel.optimize(model,
+dtype=torch.bfloat16, weights="int8")` calls these; `accel.restore` undoes them.
+
+bf16. Every floating parameter and buffer is cast in place (the Parameter objects stay, so an
+optimizer made before still holds them). On a CPU with native bf16 products (AVX512-BF16 or AMX,
+`torch.ops.mkldnn._is_mkldnn_bf16_supported`) each `FastLinear` becomes a `PackedLinear`: its
+inference product runs on oneDNN with the weight reordered once into oneDNN's blocked layout
+(`_reorder_linear_weight`), instead of on every call. A git-base decode step's 25 products took
+6.7 ms packed against 13.6 ms with `F.linear` in bf16 and 15.7 ms in fp32 (1 thread, CPU time,
+under contention, docs/performance.md). The packed copy is an opaque oneDNN tensor beside the
+plain bf16 weight, which stays for everything else (state_dict, autograd, `keys_values`): the
+linears' weights take as many bytes as in fp32. Training and CUDA take `F.linear` in bf16.
+
+int8 (weight-only). Each decoder product (every block's qkv, out, fc and proj, and the LM head:
+`INT8_LM_HEAD`) stores its weight as int8 with one symmetric scale per output channel, and
+multiplies through `torch.ops.aten._weight_int8pack_mm` with bf16 activations: torch's own
+kernel, kept with torch, no extra dependency. Not torchao: its int8 dynamic quantisation with
+torch.compile produced wrong tokens in an earlier measurement (docs/performance.md), and its API
+moved between releases. A decode step reads the weights once and little else, so halving their
+bytes against bf16 is what makes it faster: 5.7 ms against 6.7 ms packed bf16 for the same 25
+products (same measurement). The kernel's time grows with the rows, one weight pass per row:
+at 1 row it beat packed bf16 (0.076 against 0.103 ms for 768 -> 3072), from 3 rows it lost, and
+over the image prefix's 197 rows it took 6.5 ms against 2.2 ms: many rows take a bf16 product on
+the weight dequantized for the call instead (`INT8_KERNEL_ROWS`). With fp32 activations it ran
+10x slower, so an fp32 model's int8 products cast their input to bf16 and their output back.
+Inference only: the int8 weight has no gradient. The tower and the image projection keep
+`dtype`'s path.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils._pytree import tree_map
+
+from .onednn import FastLinear, ONEDNN_LINEAR
+
+BF16_PRODUCTS = ONEDNN_LINEAR is not None and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+# Up to this many rows int8 products run `_weight_int8pack_mm`, one weight pass per row; beyond it
+# (the prefix's 197 image tokens) the weight is dequantized to bf16 for one product: for 768 -> 3072,
+# 16 / 64 / 197 rows took 0.54 / 2.15 / 6.55 ms through the kernel, 1.08 / 1.61 / 3.14 ms so.
+INT8_KERNEL_ROWS = 32
+INT8_LM_HEAD = True  # a trained tiny model's tokens with it equal fp32's (tests/accel/test_precision.py)
+PACKED = "_accel_packed"  # module.__dict__: ((weight version, data pointer), packed weight)
+ORIGINAL_DTYPES = "_accel_original_dtypes"  # model.__dict__: name -> dtype of every parameter and buffer
+INT8_DTYPE = "_accel_int8_dtype"  # module.__dict__: the dtype `weight` reads back in
+
+
+# --- bf16 -------------------------------------------------------------------------------------
+
+
+def record_dtypes(model: nn.Module) -> None:
+    """Keep the dtype every parameter and buffer had before the first change, for `restore_dtypes`."""
+    if ORIGINAL_DTYPES not in model.__dict__:
+        tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+        object.__setattr__(model, ORIGINAL_DTYPES, {name: t.dtype for name, t in tensors.items()})
+
+
+def to_dtype(model: nn.Module, dtype: torch.dtype) -> None:
+    """Cast floating parameters and buffers in place; with bf16 on a CPU that multiplies bf16
+    natively, give `FastLinear` layers the prepacked product."""
+    record_dtypes(model)
+    model.to(dtype)
+    for module in model.modules():
+        if type(module) is Int8Linear:
+            module.__dict__[INT8_DTYPE] = dtype  # `weight` reads back in the model's dtype
+        elif type(module) is PackedLinear and dtype != torch.bfloat16:
+            module.__dict__.pop(PACKED, None)
+            module.__class__ = FastLinear
+        elif type(module) is FastLinear and dtype == torch.bfloat16 and BF16_PRODUCTS \
+                and module.weight.device.type == "cpu":
+            module.__class__ = PackedLinear
+            with torch.no_grad():
+                packed_weight(module)  # once, now, rather than inside the first timed call
+
+
+def restore_dtypes(model: nn.Module) -> None:
+    """Every parameter and buffer back in the dtype it had, in place, one tensor at a time."""
+    original = model.__dict__.pop(ORIGINAL_DTYPES, None)
+    if original is None:
+        return
+    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    for name, tensor in tensors.items():
+        if name in original and tensor.dtype != original[name]:
+            tensor.data = tensor.data.to(original[name])
+    for module in model.modules():
+        module.__dict__.pop(PACKED, None)
+
+
+def packed_weight(module: nn.Linear) -> torch.Tensor:
+    """The weight in oneDNN's layout, packed again whenever the weight changed since (an in-place
+    update bumps its version; `.data =` changes its pointer), so a load_state_dict is never stale."""
+    weight = module.weight
+    key = (weight._version, weight.data_ptr())
+    entry = module.__dict__.get(PACKED)
+    if entry is None or entry[0] != key:
+        # batch size 1: the blocked layout chosen for a decode step's single row; other row counts
+        # run on it unchanged (tests/accel/test_precision.py)
+        entry = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 1))
+        module.__dict__[PACKED] = entry
+    return entry[1]
+
+
+class PackedLinear(FastLinear):
+    """nn.Linear in bf16 whose inference product runs on oneDNN with the prepacked weight; anything
+    else (autograd, autocast, another dtype or device) is FastLinear's."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        plain = x.dtype != torch.bfloat16 or self.weight.dtype != torch.bfloat16 or x.device.type != "cpu" \
+            or torch.is_autocast_enabled("cpu") or not torch.backends.mkldnn.enabled or torch.compiler.is_compiling() \
+            or (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
+        if plain:
+            return super().forward(x)
+        return ONEDNN_LINEAR(x, packed_weight(self), self.bias, "none", [], "")
+
+
+# --- int8 weight-only ---------------------------------------------------------------------------
+
+
+def quantize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """weight (N, K) -> int8 (N, K), scale (N,) bf16 with weight ~ int8 * scale[:, None], every
+    entry within scale / 2. The scale is rounded up to bf16 (the kernel's dtype), so no entry
+    needs more than 127 steps and none is clamped."""
+    w = weight.detach().float()  # (N, K)
+    needed = w.abs().amax(1).clamp(min=torch.finfo(torch.float32).tiny) / 127  # (N,)
+    scale = needed.to(torch.bfloat16)
+    scale = torch.where(scale.float() < needed, torch.nextafter(scale, torch.full_like(scale, float("inf"))), scale)
+    q = torch.round(w / scale.float()[:, None]).clamp(-127, 127).to(torch.int8)
+    return q, scale
+
+
+def int8_layers(model: nn.Module) -> list[nn.Linear]:
+    """The decoder's products: nn.Linear layers (with nn.Linear's own forward) inside `model.blocks`,
+    and the LM head unless its weight is shared (tied embeddings) or `INT8_LM_HEAD` is off."""
+    layers = [m for block in getattr(model, "blocks", ()) for m in block.modules() if plain_linear(m)]
+    head = getattr(model, "lm_head", None)
+    embed = getattr(getattr(model, "embed", None), "word", None)
+    if INT8_LM_HEAD and plain_linear(head) and not (embed is not None and head.weight is embed.weight):
+        layers.append(head)
+    return layers
+
+
+def plain_linear(module: nn.Module | None) -> bool:
+    return isinstance(module, nn.Linear) and type(module).forward in (nn.Linear.forward, FastLinear.forward,
+                                                                     PackedLinear.forward)
+
+
+def quantize_model(model: nn.Module, original_class: str) -> int:
+    """Give the decoder's products int8 weights, in place; returns how many. `original_class` is
+    where accel keeps the class to restore."""
+    record_dtypes(model)
+    layers = int8_layers(model)
+    for layer in layers:
+        q, scale = quantize(layer.weight)
+        dtype = layer.weight.dtype
+        if original_class not in layer.__dict__:
+            object.__setattr__(layer, original_class, type(layer))
+        layer.__dict__.pop(PACKED, None)
+        del layer._parameters["weight"]
+        layer.__class__ = Int8Linear
+        layer.register_buffer("weight_int8", q, persistent=False)
+        layer.register_buffer("weight_scale", scale, persistent=False)
+        layer.__dict__[INT8_DTYPE] = dtype
+    return len(layers)
+
+
+def dequantize_model(model: nn.Module, original_class: str) -> None:
+    """Int8 layers back to their class with a float weight Parameter (int8 * scale: the rounding stays)."""
+    for layer in model.modules():
+        if isinstance(layer, Int8Linear):
+            weight = layer.weight.dense()
+            del layer._buffers["weight_int8"], layer._buffers["weight_scale"]
+            layer.__dict__.pop(INT8_DTYPE)
+            layer.__class__ = layer.__dict__[original_class]
+            layer.weight = nn.Parameter(weight)
+
+
+class DequantizedWeight(torch.Tensor):
+    """An int8 layer's `weight` (N, K) as read from outside: its dtype, device and shape cost nothing
+    (`GIT.new_caches` reads the LM head's on every call: dequantizing git-base's head took 81 ms),
+    and any operation on it (`Attention.keys_values` slices and multiplies) runs on int8 * scale."""
+
+    @staticmethod
+    def __new__(cls, q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> DequantizedWeight:
+        return torch.Tensor._make_wrapper_subclass(cls, q.shape, dtype=dtype, device=q.device)
+
+    def __init__(self, q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> None:
+        self.q, self.scale, self.target = q, scale, dtype
+
+    def dense(self) -> torch.Tensor:
+        return (self.q.float() * self.scale.float()[:, None]).to(self.target)  # (N, K)
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN206 (torch's protocol)
+        def dense(t: object) -> object:
+            return t.dense() if isinstance(t, DequantizedWeight) else t
+
+        return func(*tree_map(dense, args), **tree_map(dense, kwargs or {}))
+
+    def __repr__(self) -> str:
+        return f"DequantizedWeight({self.dense()!r})"
+
+
+class Int8Linear(nn.Linear):
+    """nn.Linear with an int8 weight (N, K) and one bf16 scale per output channel. `weight` reads
+    the dequantized weight (N, K) in the layer's dtype, for the code that multiplies by it directly
+    (`Attention.keys_values`) and for `state_dict`, which keeps its keys and float values."""
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return DequantizedWeight(self.weight_int8, self.weight_scale, self.__dict__[INT8_DTYPE])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16).contiguous()  # (M, K)
+        scale = self.weight_scale.to(torch.bfloat16)  # (N,)
+        if rows.shape[0] <= INT8_KERNEL_ROWS:
+            y = torch.ops.aten._weight_int8pack_mm(rows, self.weight_int8, scale)  # (M, N)
+        else:  # the image prefix: one bf16 product on the weight dequantized for this call
+            y = F.linear(rows, self.weight_int8.to(torch.bfloat16) * scale[:, None])
+        y = y.to(x.dtype).view(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
+
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        destination[prefix + "weight"] = self.weight.dense()
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        weight = state_dict.pop(prefix + "weight", None)  # a float weight, as state_dict gives it
+        # the layer's own dequantized weight changes nothing (quantizing it anew would pick other
+        # scales: its rows' largest entries are rarely 127 steps); any other is quantized
+        if weight is not None:
+            current = self.weight.dense()
+            if not torch.equal(weight.to(current.device, current.dtype), current):
+                self.weight_int8, self.weight_scale = quantize(weight)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
