@@ -7,7 +7,11 @@ exact file layout of microsoft/git-*) and loads it back through our real loader.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -64,3 +68,14 @@ def hf_checkpoint(tmp_path: Path):
     torch.manual_seed(0)
     model = hf_tiny()
     return model, save_hf(model, tmp_path / "hf")
+
+
+@pytest.fixture(scope="module")
+def bench() -> Iterator[ModuleType]:
+    """scripts/bench.py loaded as a module (tests/scripts, tests/cuda): it is a script, not a package."""
+    spec = importlib.util.spec_from_file_location("bench", Path(__file__).resolve().parents[1] / "scripts" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules["bench"]

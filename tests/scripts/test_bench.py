@@ -4,8 +4,6 @@ checks catch a model that decodes differently or says one token. No timing is as
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,17 +11,8 @@ import torch
 
 pytest.importorskip("transformers", reason="the benchmark compares with transformers: pip install -e '.[test]'")
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["bench"]
 
 
 @pytest.fixture
