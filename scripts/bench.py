@@ -889,27 +889,47 @@ class Target:
         return f"| {self.what} | {self.value:.3f} | {sign} {self.goal:g} | {best} | {'met' if self.met else '**missed**'} |"
 
 
-def targets(results: list[Result]) -> list[Target]:
-    """The issue's targets, for the git-base shape."""
+def targets(results: list[Result], machine: Machine) -> list[Target]:
+    """Issue 20's targets for this run's setting, on the git-base shape: plain fp32 (speed-ups
+    against plain transformers, the decode step against the bandwidth bound), bf16 (encode and
+    decode step against their bounds, the caption against transformers in bf16 and compiled),
+    int8 weights (the decode step), and in each the peak memory. A compiled run of ours has none."""
     got = {r.case: r for r in results if r.shape == "base"}
     out = []
-    speedups = {"caption": ("caption greedy, speed-up", 2.0), "beam3": ("beam search 3 beams, speed-up", 3.0),
-                "batch8": ("batch of 8, speed-up", 1.3), "train": ("training step, speed-up", 1.2)}
-    for name, (what, goal) in speedups.items():
-        if name in got and "plain" in got[name].theirs_s:  # the issue's speed-ups are against plain transformers
-            out.append(Target(what, got[name].speedup(), goal, at_bound=got[name].theirs_s["plain"] / got[name].bound_s))
-    if "decode_step" in got:
-        out.append(Target("decode step, ours / bandwidth bound", got["decode_step"].to_bound, 2.0, False))
-    if "encode" in got:
-        out.append(Target("image encoder, ours / compute bound", got["encode"].to_bound, 1.25, False))
-    if "vqa5_batched" in got:
-        answer, bound = got["vqa5_batched"].ours_s, got["vqa5_batched"].bound_s
-        for name, what, goal in (("vqa5_calls", "5 questions: transformers' 5 calls / our answer()", 5.0),
-                                 ("vqa5_batched", "5 questions: transformers' batched call / our answer()", 2.5)):
-            if name in got and "plain" in got[name].theirs_s:
-                theirs = got[name].theirs_s["plain"]
-                out.append(Target(what, theirs / answer, goal, at_bound=theirs / bound))
-    peaks = [r.ours_peak_mb / r.theirs_peak_mb for r in got.values() if r.ours_peak_mb is not None]
+
+    def speedup(case: str, what: str, goal: float, variant: str = "plain") -> None:
+        theirs = got[case].theirs_s.get(variant, float("nan")) if case in got else float("nan")
+        if theirs == theirs:  # NaN: that variant did not run, or did not compile
+            out.append(Target(what, got[case].speedup(variant), goal,
+                              at_bound=theirs / got[case].bound_s))
+
+    def bound(case: str, what: str, goal: float) -> None:
+        if case in got:
+            out.append(Target(what, got[case].to_bound, goal, False))
+
+    if machine.compiled:
+        return out
+    if machine.weights == "int8":
+        bound("decode_step", "int8 weights: decode step, ours / bandwidth bound", 1.3)
+    elif machine.dtype == "float32":
+        speedup("caption", "caption greedy, speed-up", 1.3)
+        speedup("beam3", "beam search 3 beams, speed-up", 2.0)
+        speedup("batch8", "batch of 8, speed-up", 1.3)
+        if "vqa5_batched" in got:
+            answer, answer_bound = got["vqa5_batched"].ours_s, got["vqa5_batched"].bound_s
+            for name, what, goal in (("vqa5_calls", "5 questions: transformers' 5 calls / our answer()", 5.0),
+                                     ("vqa5_batched", "5 questions: transformers' batched call / our answer()", 2.5)):
+                if name in got and "plain" in got[name].theirs_s:
+                    theirs = got[name].theirs_s["plain"]
+                    out.append(Target(what, theirs / answer, goal, at_bound=theirs / answer_bound))
+        bound("decode_step", "decode step, ours / bandwidth bound", 1.3)
+    elif machine.dtype == "bfloat16":
+        bound("encode", "bf16: image encoder, ours / compute bound", 1.6)
+        bound("decode_step", "bf16: decode step, ours / bandwidth bound", 1.3)
+        speedup("caption", "bf16: caption, speed-up vs transformers bf16", 2.5)
+        speedup("caption", "bf16: caption, speed-up vs transformers compiled bf16", 2.0, "compile")
+    peaks = [r.ours_peak_mb / r.theirs_peak_mb for r in got.values()
+             if r.ours_peak_mb is not None and r.theirs_peak_mb is not None]
     if peaks:
         out.append(Target("peak memory, worst case ours / theirs", max(peaks), 1.0, False))
     return out
@@ -922,7 +942,7 @@ def report(results: list[Result], machine: Machine, command: str) -> str:
     lines = [f"Machine: {machine.describe()}. torch {torch.__version__}, transformers {transformers.__version__}.",
              f"Command: `{command}`", "", header(variants, plain_fp32),
              *(format_row(r, variants) for r in results)]
-    found = targets(results) if plain_fp32 else []  # the issue sets them for fp32
+    found = targets(results, machine)
     if found:
         lines += ["", "| target (git-base shape) | measured | goal | at the bound | |", "|---|---|---|---|---|",
                   *(t.line() for t in found)]
@@ -1050,7 +1070,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{text}")
     if args.json:
         payload = {"machine": asdict(machine), "results": [asdict(r) for r in results],
-                   "targets": [] if onnx else [asdict(t) | {"met": t.met} for t in targets(results)]}
+                   "targets": [] if onnx else [asdict(t) | {"met": t.met} for t in targets(results, machine)]}
         atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
     if args.doc:
         old = args.doc.read_text() if args.doc.exists() else ""

@@ -21,6 +21,11 @@ def fast(layer: nn.Module) -> nn.Module:
     return accel.optimize(copy.deepcopy(layer))
 
 
+def always_onednn(width: int) -> dict[tuple[int, int], tuple[bool, ...]]:
+    """A measurement that found oneDNN faster at every size, for products of this input width."""
+    return {(torch.get_num_threads(), width): (True,) * len(kernels.ROW_RANGES)}
+
+
 @pytest.mark.parametrize("rows", [1, 3, 64, 65, 197])  # past FEW_ROWS: oneDNN only with AVX-512
 def test_fast_linear_equals_nn_linear(rows: int) -> None:
     torch.manual_seed(0)
@@ -31,7 +36,8 @@ def test_fast_linear_equals_nn_linear(rows: int) -> None:
                                    layer(x[:, 0])[:, 40:], rtol=0, atol=1e-6)  # a slice of a fused weight
 
 
-def test_linear_takes_the_oneDNN_path_only_where_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_linear_takes_the_oneDNN_path_by_the_rule_before_any_measurement(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernels, "MEASURED", {})
     layer, x = nn.Linear(8, 8), torch.randn(2, 8)
     many = torch.randn(kernels.FEW_ROWS + 1, 8)
     available = kernels.ONEDNN_LINEAR is not None and torch.backends.mkldnn.enabled
@@ -52,7 +58,7 @@ def test_linear_takes_the_oneDNN_path_only_where_measured(monkeypatch: pytest.Mo
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("x_grad", [True, False])  # the first layer's input needs no gradient
 def test_onednn_training_gives_nn_linear_gradients(monkeypatch: pytest.MonkeyPatch, bias: bool, x_grad: bool) -> None:
-    monkeypatch.setattr(kernels, "AVX512", True)  # the path is taken on AVX-512 CPUs; test it on any
+    monkeypatch.setattr(kernels, "MEASURED", always_onednn(48))  # take the path whatever this CPU measures
     torch.manual_seed(0)
     layer = nn.Linear(48, 80, bias=bias)
     x = torch.randn(3, 5, 48, requires_grad=x_grad)
@@ -148,7 +154,7 @@ def test_torch_func_per_sample_gradients(monkeypatch: pytest.MonkeyPatch) -> Non
     oneDNN path and agree with nn.Linear's."""
     from torch.func import functional_call, grad, vmap
 
-    monkeypatch.setattr(kernels, "AVX512", True)
+    monkeypatch.setattr(kernels, "MEASURED", always_onednn(8))
     torch.manual_seed(0)
     layer, x = nn.Linear(8, 4), torch.randn(5, 8)
     params = dict(layer.named_parameters())
@@ -182,15 +188,49 @@ def test_hooks_on_every_mlp_fire(optimized: bool) -> None:
     assert seen == mlps
 
 
-def test_cpu_autocast_runs_the_product_in_its_dtype() -> None:
+def test_cpu_autocast_runs_the_product_in_its_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under CPU autocast the product is F.linear's, which autocast casts to bf16 (oneDNN's op would
     run fp32 silently): a bf16 result, equal to nn.Linear's under the same autocast."""
     torch.manual_seed(0)
     layer, x = nn.Linear(48, 80), torch.randn(3, 48)
     optimized = fast(layer)
+    monkeypatch.setattr(kernels, "MEASURED", always_onednn(48))  # oneDNN outside autocast, whatever was measured
     for grad in (False, True):
         with torch.set_grad_enabled(grad), torch.autocast("cpu", dtype=torch.bfloat16):
             ours, reference = optimized(x), layer(x)
         assert ours.dtype == reference.dtype == torch.bfloat16
         torch.testing.assert_close(ours, reference, rtol=0, atol=0)
     assert kernels.use_onednn(x, layer.weight) == (kernels.ONEDNN_LINEAR is not None and torch.backends.mkldnn.enabled)
+
+
+def test_each_product_takes_the_kernel_measured_for_its_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    if kernels.ONEDNN_LINEAR is None or not torch.backends.mkldnn.enabled:
+        pytest.skip("torch built without oneDNN")
+    assert [kernels.row_range(rows) for rows in (1, 3, 4, 8, 9, 64, 65, 512, 513, 5000)] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(kernels, "MEASURED", {(threads, 8): (False, True, False, True, False)})
+    weight = torch.randn(4, 8)
+    with torch.no_grad():
+        chosen = [kernels.use_onednn(torch.randn(rows, 8), weight) for rows in (1, 3, 4, 9, 65, 513)]
+        assert chosen == [False, False, True, False, True, False]
+        assert kernels.use_onednn(torch.randn(2, 3, 8), weight)  # rows counted over the leading dims: 6
+        monkeypatch.setattr(kernels, "AVX512", True)
+        assert kernels.use_onednn(torch.randn(1, 16), torch.randn(4, 16))  # another width: the rule
+    assert kernels.describe_choice(8) == ("MKL at 1-3 rows, oneDNN at 4-8 rows, MKL at 9-64 rows, "
+                                          "oneDNN at 65-512 rows, MKL from 513 rows (measured)")
+
+
+def test_optimize_measures_the_kernels_once_on_the_model_and_describe_names_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    if kernels.ONEDNN_LINEAR is None or not torch.backends.mkldnn.enabled:
+        pytest.skip("torch built without oneDNN")
+    monkeypatch.setattr(kernels, "MEASURED", {})
+    cfg = tiny_config()
+    model = accel.optimize(GIT(cfg).eval())
+    widths = {cfg.d_model, cfg.d_ff}  # the decoder's products' input widths
+    assert {k for t, k in kernels.MEASURED if t == torch.get_num_threads()} == widths
+    assert all(len(flags) == len(kernels.ROW_RANGES) for flags in kernels.MEASURED.values())
+    assert accel.describe(model).startswith("float32 products: ") and "(measured)" in accel.describe(model)
+    timed = []
+    monkeypatch.setattr(kernels.time, "perf_counter", lambda: timed.append(1) or 0.0)
+    accel.optimize(GIT(cfg).eval())  # a second model of the same widths: nothing timed again
+    assert not timed

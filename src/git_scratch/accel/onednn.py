@@ -1,19 +1,22 @@
 """oneDNN for fp32 products on CPU, and SDPA for the ViT's attention: the kernels `optimize` swaps in.
 
-`nn.Linear` on CPU runs MKL's fp32 GEMM. torch also ships oneDNN, and on the CPUs measured
-here oneDNN was as fast or faster where it is used below (docs/performance.md):
+`nn.Linear` on CPU runs MKL's fp32 GEMM. torch also ships oneDNN, and which of the two is faster
+depends on the CPU and on the number of rows, in ways no fixed rule covered (docs/performance.md):
 
-- few rows (a decode step: one row per beam, image or question), on every CPU measured: a
-  git-base decode step with 3 rows took 68 ms with MKL and 50 ms with oneDNN on an AVX2 host,
-  and no size up to 64 rows was slower;
-- every size on a CPU with AVX-512. There oneDNN runs AVX-512 code and MKL, on the AMD host
-  measured, ran at the same rate as oneDNN held to AVX2 (ONEDNN_MAX_CPU_ISA=AVX2): 2.1-2.7x
-  slower for the vision tower's 197-row products, slower at every size from 1 to 4096 rows.
-  On the AVX2 host, oneDNN was ~10% slower than MKL for 197 rows, so there it stops at 64.
+- on an AMD EPYC with AVX-512, MKL ran at the rate of oneDNN held to AVX2: oneDNN was 2.1-2.7x
+  faster for the vision tower's 197-row products and faster at every size from 1 to 4096 rows;
+- on an AVX2 host oneDNN was faster at few rows (a git-base decode step with 3 rows: 50 against
+  68 ms) and ~10% slower at 197;
+- on an Intel Xeon with AMX, MKL was faster at 1-3 rows (a decode step with 3 beams: 14.5
+  against 23 ms) and beyond ~1000 rows, oneDNN between.
 
-With AVX-512 training goes through oneDNN too (`OneDNNLinear`, forward and backward); without it
-training keeps MKL. The two differ in float rounding only (tests/accel; tests/parity at 1e-5).
-Other dtypes and devices keep `F.linear`.
+So `optimize` measures it (`measure_kernels`): for each range of rows in `ROW_RANGES` it times
+both kernels on the model's own layers, once per process and thread count, and each product
+then takes the faster one for its row count. Until something is measured (a FastLinear made
+by hand) the rule found on the first two hosts holds: oneDNN at every size with AVX-512, at up
+to `FEW_ROWS` rows in inference without. Training follows the same choice (`OneDNNLinear`,
+forward and backward). The kernels differ in float rounding only (tests/accel; tests/parity at
+1e-5 runs both). Other dtypes and devices keep `F.linear`.
 
 open_clip's blocks attend through `nn.MultiheadAttention`, which made git-base's tower 7% slower
 in inference on CPU than one SDPA call (588 ms against 544 ms, docs/performance.md): `SDPASelfAttention`
@@ -22,6 +25,7 @@ computes the same self-attention with SDPA, and hands every other use back to th
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -31,8 +35,15 @@ from torch import nn
 
 # oneDNN's fp32 linear; None where torch was built without oneDNN (mkldnn).
 ONEDNN_LINEAR = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
-FEW_ROWS = 64  # oneDNN measured as fast as MKL or faster up to here on every CPU
-AVX512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")  # then at every size
+FEW_ROWS = 64  # the unmeasured rule: oneDNN up to here in inference,
+AVX512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")  # and at every size with AVX-512
+# (most rows in the range, rows timed): 1-3 rows greedy decoding or 3 beams (where MKL was
+# faster on the Xeon, up to 3 rows and not from 4), up to 8 a small batch, up to 64 a batch of
+# beams, up to 512 the image prefix or a prefill, beyond it a batch of images or training
+ROW_RANGES = ((3, 2), (8, 6), (64, 32), (512, 197), (None, 1024))
+# (thread count, input width K) -> for each of ROW_RANGES, whether oneDNN was faster
+MEASURED: dict[tuple[int, int], tuple[bool, ...]] = {}
+STREAMED_ROWS = 8  # up to here a pass over the products reads weights from memory more than it multiplies
 
 
 def linear_weights(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -45,8 +56,8 @@ def linear_weights(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
 
 
 def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """The cases measured: fp32 on CPU with a contiguous weight, outside CPU autocast and
-    torch.compile, and then AVX-512 (inference and training) or few rows in inference."""
+    """fp32 on CPU with a contiguous weight, outside CPU autocast and torch.compile, and then
+    what `measure_kernels` found faster for this many rows, or the unmeasured rule."""
     if ONEDNN_LINEAR is None or not torch.backends.mkldnn.enabled:
         return False
     if not (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and weight.is_contiguous()):
@@ -55,7 +66,75 @@ def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
         return False
     if torch.compiler.is_compiling():  # inductor lowers oneDNN's op only for constant weights; it picks its own
         return False
-    return AVX512 or (not torch.is_grad_enabled() and x.numel() <= FEW_ROWS * x.shape[-1])
+    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+    measured = MEASURED.get((torch.get_num_threads(), x.shape[-1]))
+    if measured is not None:
+        return measured[row_range(rows)]
+    return AVX512 or (not torch.is_grad_enabled() and rows <= FEW_ROWS)
+
+
+def row_range(rows: int) -> int:
+    """The index in ROW_RANGES of the range holding `rows`."""
+    return next(i for i, (most, _) in enumerate(ROW_RANGES) if most is None or rows <= most)
+
+
+def measure_kernels(decoder: list[nn.Linear], block: list[nn.Linear], repeats: int = 3) -> tuple[bool, ...]:
+    """Time MKL (F.linear) against oneDNN for each of ROW_RANGES and keep whether oneDNN was
+    faster, for this thread count and the layers' input widths: products of another width (a
+    tower wider than the decoder) keep the rule. Measured once per process, thread count and
+    widths, then reused; returns one flag per range.
+
+    decoder: the products of one decode step (every decoder layer and the LM head), timed up to
+        STREAMED_ROWS rows, where a step streams their weights from memory and the kernels differ
+        in how near the bandwidth they come. block: the products of one block, timed at more rows,
+        where the work is the multiplications (all of the decoder would take seconds).
+    Each side's time is the least of `repeats` passes, taken in turns, so load from other processes
+    cannot make one side look faster. On git-base this took 0.6 s on 2 cores."""
+    threads, widths = torch.get_num_threads(), {layer.in_features for layer in decoder}
+    if all((threads, k) in MEASURED for k in widths):
+        return MEASURED[threads, min(widths)]
+    faster = []
+    with torch.no_grad():
+        for most, rows in ROW_RANGES:
+            layers = decoder if rows <= STREAMED_ROWS else block
+            inputs = [torch.randn(rows, layer.in_features) for layer in layers]
+
+            def run(onednn: bool) -> float:
+                start = time.perf_counter()
+                for x, layer in zip(inputs, layers):
+                    if onednn:
+                        ONEDNN_LINEAR(x, layer.weight, layer.bias, "none", [], "")
+                    else:
+                        F.linear(x, layer.weight, layer.bias)
+                return time.perf_counter() - start
+
+            run(True), run(False)  # first calls: oneDNN creates its primitives
+            best = {True: float("inf"), False: float("inf")}
+            for _ in range(repeats if rows <= STREAMED_ROWS else 2):  # longer passes, steadier
+                for onednn in (False, True):
+                    best[onednn] = min(best[onednn], run(onednn))
+            faster.append(best[True] < best[False])
+    for k in widths:
+        MEASURED[threads, k] = tuple(faster)
+    return tuple(faster)
+
+
+def describe_choice(width: int) -> str:
+    """Which kernel each range of rows takes for products of input width `width` at this thread
+    count, e.g. 'MKL at 1-8 rows, oneDNN at 9-512 rows, MKL from 513 rows (measured)'."""
+    measured = MEASURED.get((torch.get_num_threads(), width))
+    if measured is None:
+        return "oneDNN at every size (AVX-512 rule)" if AVX512 else f"oneDNN at up to {FEW_ROWS} rows in inference (rule)"
+    spans, low = [], 1
+    for (most, _), onednn in zip(ROW_RANGES, measured):
+        name = "oneDNN" if onednn else "MKL"
+        if spans and spans[-1][0] == name:
+            spans[-1][2] = most
+        else:
+            spans.append([name, low, most])
+        low = (most or 0) + 1
+    return ", ".join(f"{name} at {lo}-{hi} rows" if hi is not None else f"{name} from {lo} rows"
+                     for name, lo, hi in spans) + " (measured)"
 
 
 class OneDNNLinear(torch.autograd.Function):
