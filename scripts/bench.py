@@ -75,7 +75,7 @@ from torch.utils.flop_counter import (
 
 from git_scratch import GIT, GitConfig, VisionConfig, accel, git_loss
 from git_scratch.accel.onednn import ONEDNN_LINEAR
-from git_scratch.accel.precision import BF16_PRODUCTS
+from git_scratch.accel.precision import BF16_PRODUCTS, PACKED_NAMES
 from git_scratch.atomic import atomic_write_text
 from git_scratch.checkpoints.hub import config_to_hf
 from git_scratch.data.processor import ImageProcessor
@@ -356,7 +356,15 @@ CASES: dict[str, Case] = {c.name: c for c in [
          grad=True),
 ]}
 DEFAULT_CASES = {"base": list(CASES), "large": ["encode", "caption"], "tiny": list(CASES)}
-INFERENCE_ONLY = ("int8",)  # --weights with no gradient: the train case is left out
+def inference_only(args: argparse.Namespace) -> str | None:
+    """Why our side cannot train in this setting, or None: int8 weights have no gradient, and bf16
+    on a CPU with bf16 products holds its weights packed for inference (accel/precision.py; bf16
+    training is autocast over fp32 weights, TrainConfig.precision, timed by the demo instead)."""
+    if args.weights == "int8":
+        return "--weights int8 has no gradient"
+    if args.dtype == "bf16" and args.device == "cpu" and BF16_PRODUCTS:
+        return "--dtype bf16 packs our weights for inference on this CPU"
+    return None
 
 
 def one_token_id(case: Case, out: Any) -> int | None:
@@ -408,20 +416,24 @@ class Machine:
 
     @property
     def key(self) -> str:
-        """Names this setting's table in docs/performance.md (the plain settings' names predate the rest)."""
+        """Names this setting's table in docs/performance.md: one per machine and setting."""
         extra = "".join([f" weights={self.weights}" if self.weights != "none" else "", " compile" if self.compiled else "",
                          f" theirs={self.theirs}" if self.theirs != "plain" else ""])
-        return f"{self.device} {self.dtype} threads={self.threads} clock={self.clock}{extra}"
+        return f"{self.device} {self.cpu} {self.dtype} threads={self.threads} clock={self.clock}{extra}"
 
 
 def cpu_name() -> str:
+    """The CPU's model name and the instructions that decide its kernels, e.g. "Intel(R) Xeon(R)
+    Processor (AVX-512, AVX512-BF16, AMX)": hosts of one name have differed in them."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        info = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+        return platform.processor() or "unknown CPU"
+    name = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "unknown CPU")
+    flags = set(next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), []))
+    isa = [label for flag, label in (("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX"))
+           if flag in flags] or (["AVX2"] if "avx2" in flags else [])
+    return f"{name} ({', '.join(isa)})" if isa else name
 
 
 def measure_machine(device: torch.device, dtype: torch.dtype, threads: int, clock: str = "wall") -> Machine:
@@ -485,17 +497,28 @@ def warm_up(ours: Callable[[], Any], theirs: Callable[[], Any]) -> tuple[Any, An
     return got_ours, theirs(), counter.get_total_flops()
 
 
+def stored_tensors(part: torch.nn.Module) -> list[torch.Tensor]:
+    """Every tensor `part` holds: parameters, buffers, and the weights accel keeps packed in
+    oneDNN's layout (read as their shape and dtype; they are no Parameters)."""
+    tensors = []
+    for module in part.modules():
+        tensors += [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+        if type(module) in PACKED_NAMES:
+            tensors.append(getattr(module, PACKED_NAMES[type(module)]))
+    return tensors
+
+
 def bound_seconds(case: Case, model: GIT, flops: float, machine: Machine) -> float:
     """Roofline lower bound: compute-bound work at the matmul rate, plus each decode step at
     the slower of its FLOPs and reading every decoder and LM-head weight (and the cache) once."""
     if not case.steps:
         return flops / (machine.gflops * 1e9)
     cfg = model.cfg
-    stored = [t for part in (model.blocks, model.lm_head) for t in (*part.parameters(), *part.buffers())]
+    stored = [t for part in (model.blocks, model.lm_head) for t in stored_tensors(part)]
     weights = sum(t.numel() for t in stored)  # int8 layers: int8 weights and their scales (buffers)
     keys = cfg.vision.n_tokens + NEW_TOKENS  # a typical cache length
     step_flops = 2 * case.rows * weights + 4 * case.rows * cfg.n_layer * keys * cfg.d_model
-    # the bytes as stored: fp32 4, bf16 2 (a prepacked copy holds as many), int8 1 + a bf16 scale per row
+    # the bytes as stored: fp32 4, bf16 2 (prepacked or not), int8 1 + a bf16 scale per row
     cache_item = model.embed.word.weight.element_size()  # the cache is in the activations' dtype
     step_bytes = sum(t.numel() * t.element_size() for t in stored) + \
         cache_item * case.rows * cfg.n_layer * 2 * keys * cfg.d_model
@@ -1007,8 +1030,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"--theirs: unknown variant {variant!r}; choose from {', '.join(THEIRS)}")
     if len(set(variants)) < len(variants):
         parser.error(f"--theirs {args.theirs}: a variant is named twice; name each once")
-    if args.weights in INFERENCE_ONLY and args.cases and "train" in args.cases.split(","):
-        parser.error(f"--weights {args.weights} has no gradient, so the train case cannot run; drop train from --cases")
+    if inference_only(args) and args.cases and "train" in args.cases.split(","):
+        parser.error(f"{inference_only(args)}, so the train case cannot run; drop train from --cases")
     if args.weights == "int8" and args.device != "cpu":
         parser.error("--weights int8 runs torch's CPU int8 kernel (accel/precision.py); use --device cpu")
     for shape in args.shapes.split(","):
@@ -1057,7 +1080,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for shape in args.shapes.split(","):
         cases = args.cases.split(",") if args.cases else \
-            [case for case in DEFAULT_CASES[shape] if not (case == "train" and args.weights in INFERENCE_ONLY)]
+            [case for case in DEFAULT_CASES[shape] if not (case == "train" and inference_only(args))]
         results += (bench_onnx if onnx else bench_shape)(shape, cases, args, machine)
     command = "python scripts/bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = (onnx_report if onnx else report)(results, machine, command.strip())

@@ -5,6 +5,7 @@ behave as with the fp32 kernels."""
 from __future__ import annotations
 
 import copy
+import io
 from collections.abc import Iterator
 
 import pytest
@@ -14,7 +15,7 @@ from torch import nn
 from git_scratch import GIT, accel, generate
 from git_scratch.accel import precision
 from git_scratch.accel.onednn import FastLinear
-from git_scratch.accel.precision import DequantizedWeight, Int8Linear, PackedLinear, quantize
+from git_scratch.accel.precision import DerivedWeight, Int8Linear, PackedLinear, PackedSelfAttention, quantize
 from git_scratch.model.git import git_loss
 from tests.conftest import tiny_config
 
@@ -86,8 +87,48 @@ def test_packed_product_equals_bf16_linear_and_follows_weight_changes(rows: int)
     x = torch.randn(rows, 48).bfloat16()
     with torch.no_grad():
         torch.testing.assert_close(packed(x), layer(x))  # bf16's own tolerance: the kernels round apart
-        packed.load_state_dict({"weight": -layer.weight, "bias": layer.bias})  # in place: the pack is stale
+        packed.load_state_dict({"weight": -layer.weight, "bias": layer.bias})
         torch.testing.assert_close(packed(x), nn.functional.linear(x, -layer.weight, layer.bias))
+        with pytest.raises(ValueError, match="has shape \\(80, 47\\).*load a state_dict of the same model"):
+            packed.load_state_dict({"weight": layer.weight[:, 1:], "bias": layer.bias})
+
+
+@pytest.mark.skipif(not precision.BF16_PRODUCTS, reason="the CPU has no native bf16 products")
+def test_packed_weights_replace_the_plain_ones_and_read_back_exactly(trained: tuple) -> None:
+    """The packed copy is the only one (so bf16 weighs half of fp32, not as much), `weight` and
+    state_dict read it back bit for bit, and copies and pickles of the model decode alike."""
+    model, pixels, _ = trained
+    plain = copy.deepcopy(model).bfloat16()
+    state = plain.state_dict()
+    packed = accel.optimize(copy.deepcopy(model), dtype=torch.bfloat16)
+    layers = [m for m in packed.modules() if type(m) in (PackedLinear, PackedSelfAttention)]
+    linears = sum(isinstance(m, nn.Linear) for m in plain.modules())
+    attentions = sum(isinstance(m, nn.MultiheadAttention) for m in plain.modules())
+    assert len(layers) == linears + attentions
+    stored = sum(p.numel() for p in packed.parameters()) + sum(m.weight.numel() for m in layers if type(m) is PackedLinear) \
+        + sum(m.in_proj_weight.numel() for m in layers if type(m) is PackedSelfAttention)
+    assert stored == sum(p.numel() for p in plain.parameters())  # each weight once: packed, or a Parameter
+    assert all(torch.equal(v, state[k]) for k, v in packed.state_dict().items()) and packed.state_dict().keys() == state.keys()
+    assert torch.equal(packed.blocks[0].attn.qkv.weight[3:], state["blocks.0.attn.qkv.weight"][3:])  # a slice reads the weight
+    expected = generate(packed, pixels, max_new_tokens=6)
+    buffer = io.BytesIO()
+    torch.save(packed, buffer)
+    buffer.seek(0)
+    for other in (copy.deepcopy(packed), torch.load(buffer, weights_only=False)):
+        assert torch.equal(generate(other, pixels, max_new_tokens=6), expected)
+
+
+@pytest.mark.skipif(not precision.BF16_PRODUCTS, reason="the CPU has no native bf16 products")
+def test_packed_model_refuses_training_in_one_line_and_restore_trains_again(trained: tuple) -> None:
+    model, pixels, captions = trained
+    model = accel.optimize(copy.deepcopy(model), dtype=torch.bfloat16).train()
+    with pytest.raises(ValueError, match="packed for inference.*accel.restore\\(model\\)"):
+        model(pixels, captions)
+    with torch.no_grad():
+        model(pixels, captions)  # train mode without gradients (e.g. dropout sampling) still runs
+    accel.restore(model)
+    git_loss(model(pixels, captions), captions).backward()
+    assert model.blocks[0].mlp.fc.weight.grad is not None
 
 
 @pytest.mark.parametrize("name", SETTINGS)
@@ -103,8 +144,12 @@ def test_restore_gives_plain_classes_and_original_dtypes(name: str) -> None:
     assert [type(m) for m in model.modules()] == classes
     assert {k: v.dtype for k, v in model.state_dict().items()} == dtypes
     assert not accel.is_optimized(model) and accel.describe(model).startswith("plain")
-    kept = {id(p) for p in model.parameters()} & {id(p) for p in params}  # bf16 casts in place; int8 makes new weights
-    assert len(kept) == len(params) - (0 if name == "bf16" else len(precision.int8_layers(model)))
+    # bf16 casts in place, but a packed layer's weight is new after restore, as int8's is
+    kept = {id(p) for p in model.parameters()} & {id(p) for p in params}
+    packed = sum(isinstance(m, (nn.Linear, nn.MultiheadAttention)) for m in model.modules()) if precision.BF16_PRODUCTS else 0
+    replaced = {"bf16": packed, "int8": len(precision.int8_layers(model)),
+                "bf16+int8": max(packed, len(precision.int8_layers(model)))}[name]
+    assert len(kept) == len(params) - replaced
 
 
 @pytest.mark.parametrize("name", SETTINGS)
@@ -176,13 +221,13 @@ def test_int8_weight_reads_its_metadata_without_dequantizing(trained: tuple, mon
     git-base's head for that took 81 ms. Operations on the weight do see int8 * scale."""
     model = accel.optimize(copy.deepcopy(trained[0]), weights="int8")
     head = model.lm_head
-    assert type(head.weight) is DequantizedWeight and head.weight.shape == (head.out_features, head.in_features)
+    assert type(head.weight) is DerivedWeight and head.weight.shape == (head.out_features, head.in_features)
     x = torch.randn(3, head.in_features)
     dense = head.weight.dense()
     torch.testing.assert_close(nn.functional.linear(x, head.weight[5:]), nn.functional.linear(x, dense[5:]),
                                rtol=0, atol=0)
     calls = []
-    monkeypatch.setattr(DequantizedWeight, "dense", lambda self: calls.append(self) or dense)
+    monkeypatch.setattr(DerivedWeight, "dense", lambda self: calls.append(self) or dense)
     caches = model.new_caches(2, 7)
     assert caches[0].k.dtype == torch.float32 and calls == []
 
@@ -193,3 +238,16 @@ def test_bad_settings_fail_in_one_line() -> None:
         accel.optimize(model, dtype=torch.float16)
     with pytest.raises(ValueError, match="weights='int4'.*'int8'"):
         accel.optimize(model, weights="int4")
+
+
+@pytest.mark.skipif(not precision.BF16_PRODUCTS, reason="the CPU has no native bf16 products")
+def test_loading_in_bf16_packs_the_products(trained: tuple, tmp_path) -> None:
+    """git_scratch.load(dtype=torch.bfloat16) gives what accel.optimize(dtype=bf16) gives, packed."""
+    from git_scratch import load, save
+
+    model, pixels, _ = trained
+    save(model, tmp_path / "model")
+    loaded = load(tmp_path / "model", dtype=torch.bfloat16)
+    assert any(type(m) is PackedLinear for m in loaded.modules())
+    optimized = accel.optimize(copy.deepcopy(model), dtype=torch.bfloat16)
+    assert torch.equal(generate(loaded, pixels, max_new_tokens=6), generate(optimized, pixels, max_new_tokens=6))

@@ -13,5 +13,5 @@ def kernels(request: pytest.FixtureRequest) -> Iterator[str]:
     and with plain PyTorch layers (optimize made a no-op), so neither can drift from transformers."""
     with pytest.MonkeyPatch.context() as patch:
         if request.param == "plain":
-            patch.setattr(accel, "optimize", lambda model: model)
+            patch.setattr(accel, "optimize", lambda model, **_: model)
         yield request.param

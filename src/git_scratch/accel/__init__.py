@@ -4,8 +4,8 @@
     accel.restore(model)            # plain PyTorch layers again
 
 For fp32 products it first measures which of MKL and oneDNN is faster on this machine for
-each range of rows, on the model's own layers (onednn.py: about half a second on git-base, once
-per process). `optimize` changes the class of eligible modules to a subclass whose `forward` picks the kernel
+each range of rows, on products of the model's own shapes (onednn.py: about half a second on
+git-base, once per process). `optimize` changes the class of eligible modules to a subclass whose `forward` picks the kernel
 (onednn.py): each module keeps its identity, parameters, buffers and hooks, so an optimizer, a
 DDP wrapper or a hook made before or after still sees the same objects, and `state_dict` is
 unchanged. Eligible means a layer that still runs its base class's own forward: a LoRA layer or
@@ -69,8 +69,10 @@ def optimize(model: nn.Module, *, dtype: torch.dtype | None = None, weights: str
     if dtype in (None, torch.float32):
         measure_kernels(model)
     settings = model.__dict__.get(SETTINGS, {})
+    if compile:  # torch.compile picks its own kernels and reads every weight as a plain tensor
+        precision.unpack_model(model)
     if dtype is not None:
-        precision.to_dtype(model, dtype)
+        precision.to_dtype(model, dtype, pack=not compile and not settings.get("compile"))
         settings["dtype"] = dtype
     if weights == "int8":
         settings["int8"] = settings.get("int8", 0) + precision.quantize_model(model, ORIGINAL_CLASS)
@@ -96,7 +98,8 @@ def measure_kernels(model: nn.Module) -> None:
     else:
         decoder = block = fp32_products(model)
     if decoder and block:
-        onednn.measure_kernels(decoder, block)
+        onednn.measure_kernels([(m.in_features, m.out_features) for m in decoder],
+                               [(m.in_features, m.out_features) for m in block])
 
 
 def restore(model: nn.Module) -> nn.Module:
@@ -105,6 +108,7 @@ def restore(model: nn.Module) -> nn.Module:
     restore holds no fp32 copy to go back to, so memory never exceeds the reduced precision's."""
     compiled.uncompile_model(model)
     precision.dequantize_model(model, ORIGINAL_CLASS)
+    precision.unpack_model(model)
     for module in model.modules():
         original = module.__dict__.pop(ORIGINAL_CLASS, None)
         if original is not None:
@@ -132,8 +136,9 @@ def describe(model: nn.Module) -> str:
         parts = [f"{dtype}: kernels per product"]
     if SDPASelfAttention in classes:
         parts.append("SDPA tower attention")
-    if precision.PackedLinear in classes:
-        parts.append(f"{classes.count(precision.PackedLinear)} bf16 products on prepacked oneDNN weights")
+    packed = classes.count(precision.PackedLinear) + classes.count(precision.PackedSelfAttention)
+    if packed:
+        parts.append(f"{packed} bf16 products on prepacked oneDNN weights")
     if precision.Int8Linear in classes:
         parts.append(f"int8 weights in {classes.count(precision.Int8Linear)} decoder products")
     state = model.__dict__.get(SETTINGS, {}).get("compile")

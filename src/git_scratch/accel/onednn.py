@@ -25,6 +25,7 @@ computes the same self-attention with SDPA, and hands every other use back to th
 
 from __future__ import annotations
 
+import ctypes
 import time
 from typing import Any
 
@@ -78,45 +79,66 @@ def row_range(rows: int) -> int:
     return next(i for i, (most, _) in enumerate(ROW_RANGES) if most is None or rows <= most)
 
 
-def measure_kernels(decoder: list[nn.Linear], block: list[nn.Linear], repeats: int = 3) -> tuple[bool, ...]:
+def measure_kernels(decoder: list[tuple[int, int]], block: list[tuple[int, int]], repeats: int = 3) -> tuple[bool, ...]:
     """Time MKL (F.linear) against oneDNN for each of ROW_RANGES and keep whether oneDNN was
-    faster, for this thread count and the layers' input widths: products of another width (a
+    faster, for this thread count and the products' input widths: products of another width (a
     tower wider than the decoder) keep the rule. Measured once per process, thread count and
     widths, then reused; returns one flag per range.
 
-    decoder: the products of one decode step (every decoder layer and the LM head), timed up to
-        STREAMED_ROWS rows, where a step streams their weights from memory and the kernels differ
-        in how near the bandwidth they come. block: the products of one block, timed at more rows,
-        where the work is the multiplications (all of the decoder would take seconds).
-    Each side's time is the least of `repeats` passes, taken in turns, so load from other processes
-    cannot make one side look faster. On git-base this took 0.6 s on 2 cores."""
-    threads, widths = torch.get_num_threads(), {layer.in_features for layer in decoder}
+    decoder: the (in, out) shapes of one decode step's products (every decoder layer and the LM
+        head), timed up to STREAMED_ROWS rows, where a step streams the weights from memory and
+        the kernels differ in how near the bandwidth they come. block: one block's shapes, timed at
+        more rows, where the work is the multiplications (all of the decoder would take seconds).
+    The weights are stand-ins of those shapes, filled and freed here, not the model's: reading the
+    model's would bring every weight of a memory-mapped checkpoint into memory at load, even those
+    a run never uses. Each side's time is the least of `repeats` passes, taken in turns, so load
+    from other processes cannot make one side look faster. On git-base this took 0.6 s on 2 cores."""
+    threads, widths = torch.get_num_threads(), {k for k, _ in decoder}
     if all((threads, k) in MEASURED for k in widths):
         return MEASURED[threads, min(widths)]
     faster = []
     with torch.no_grad():
-        for most, rows in ROW_RANGES:
-            layers = decoder if rows <= STREAMED_ROWS else block
-            inputs = [torch.randn(rows, layer.in_features) for layer in layers]
+        for group in (decoder, block):
+            # One buffer for all (a large one goes back to the system when freed), filled with a
+            # constant: the kernels' speed does not depend on the values, and it is quick.
+            flat, offsets = torch.full((sum(n * k + n for k, n in group),), 0.01), [0]
+            for k, n in group:
+                offsets.append(offsets[-1] + n * k + n)
+            layers = [(flat[o:o + n * k].view(n, k), flat[o + n * k:o + n * k + n]) for (k, n), o in zip(group, offsets)]
+            for most, rows in ROW_RANGES:
+                if (rows <= STREAMED_ROWS) != (group is decoder):
+                    continue
+                inputs = [torch.full((rows, weight.shape[1]), 0.5) for weight, _ in layers]
 
-            def run(onednn: bool) -> float:
-                start = time.perf_counter()
-                for x, layer in zip(inputs, layers):
-                    if onednn:
-                        ONEDNN_LINEAR(x, layer.weight, layer.bias, "none", [], "")
-                    else:
-                        F.linear(x, layer.weight, layer.bias)
-                return time.perf_counter() - start
+                def run(onednn: bool) -> float:
+                    start = time.perf_counter()
+                    for x, (weight, bias) in zip(inputs, layers):
+                        if onednn:
+                            ONEDNN_LINEAR(x, weight, bias, "none", [], "")
+                        else:
+                            F.linear(x, weight, bias)
+                    return time.perf_counter() - start
 
-            run(True), run(False)  # first calls: oneDNN creates its primitives
-            best = {True: float("inf"), False: float("inf")}
-            for _ in range(repeats if rows <= STREAMED_ROWS else 2):  # longer passes, steadier
-                for onednn in (False, True):
-                    best[onednn] = min(best[onednn], run(onednn))
-            faster.append(best[True] < best[False])
+                run(True), run(False)  # first calls: oneDNN creates its primitives
+                best = {True: float("inf"), False: float("inf")}
+                for _ in range(repeats if rows <= STREAMED_ROWS else 2):  # longer passes, steadier
+                    for onednn in (False, True):
+                        best[onednn] = min(best[onednn], run(onednn))
+                faster.append(best[True] < best[False])
     for k in widths:
         MEASURED[threads, k] = tuple(faster)
+    release_freed_memory()
     return tuple(faster)
+
+
+def release_freed_memory() -> None:
+    """Hand the measurement's freed buffers back to the system. glibc keeps freed blocks of up to
+    32 MB in its heap (one block's stand-ins, the 1024-row outputs), and they stayed resident:
+    110 MB on git-base, 15 MB after this. A no-op where the C library is not glibc."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows): nothing to trim
+        pass
 
 
 def describe_choice(width: int) -> str:
@@ -192,7 +214,11 @@ class SDPASelfAttention(nn.MultiheadAttention):
         if not (plain and query is key is value and self.batch_first and self.in_proj_weight is not None
                 and query.ndim == 3):
             return super().forward(query, key, value, *args, **kwargs)
-        qkv = linear_weights(query, self.in_proj_weight, self.in_proj_bias)  # (B, n, 3D)
+        qkv = self.project_in(query)  # (B, n, 3D)
         q, k, v = rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         return self.out_proj(rearrange(y, "b h n d -> b n (h d)")), None  # (B, n, D), no weights
+
+    def project_in(self, x: torch.Tensor) -> torch.Tensor:
+        """The fused query/key/value projection, x (B, n, D) -> (B, n, 3D)."""
+        return linear_weights(x, self.in_proj_weight, self.in_proj_bias)

@@ -30,12 +30,14 @@ Inference only: the int8 weight has no gradient. The tower and the image project
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils._pytree import tree_map
 
-from .onednn import FastLinear, ONEDNN_LINEAR
+from .onednn import FastLinear, ONEDNN_LINEAR, SDPASelfAttention
 
 BF16_PRODUCTS = ONEDNN_LINEAR is not None and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 # Up to this many rows int8 products run `_weight_int8pack_mm`, one weight pass per row; beyond it
@@ -43,7 +45,7 @@ BF16_PRODUCTS = ONEDNN_LINEAR is not None and torch.ops.mkldnn._is_mkldnn_bf16_s
 # 16 / 64 / 197 rows took 0.54 / 2.15 / 6.55 ms through the kernel, 1.08 / 1.61 / 3.14 ms so.
 INT8_KERNEL_ROWS = 32
 INT8_LM_HEAD = True  # a trained tiny model's tokens with it equal fp32's (tests/accel/test_precision.py)
-PACKED = "_accel_packed"  # module.__dict__: ((weight version, data pointer), packed weight)
+PACKED = "_accel_packed"  # module.__dict__: its Packed weight
 ORIGINAL_DTYPES = "_accel_original_dtypes"  # model.__dict__: name -> dtype of every parameter and buffer
 INT8_DTYPE = "_accel_int8_dtype"  # module.__dict__: the dtype `weight` reads back in
 
@@ -58,22 +60,18 @@ def record_dtypes(model: nn.Module) -> None:
         object.__setattr__(model, ORIGINAL_DTYPES, {name: t.dtype for name, t in tensors.items()})
 
 
-def to_dtype(model: nn.Module, dtype: torch.dtype) -> None:
+def to_dtype(model: nn.Module, dtype: torch.dtype, *, pack: bool = True) -> None:
     """Cast floating parameters and buffers in place; with bf16 on a CPU that multiplies bf16
-    natively, give `FastLinear` layers the prepacked product."""
+    natively, and `pack`, give the products their prepacked weights (`pack_model`)."""
     record_dtypes(model)
+    if dtype != torch.bfloat16 or not pack:
+        unpack_model(model)
     model.to(dtype)
     for module in model.modules():
         if type(module) is Int8Linear:
             module.__dict__[INT8_DTYPE] = dtype  # `weight` reads back in the model's dtype
-        elif type(module) is PackedLinear and dtype != torch.bfloat16:
-            module.__dict__.pop(PACKED, None)
-            module.__class__ = FastLinear
-        elif type(module) is FastLinear and dtype == torch.bfloat16 and BF16_PRODUCTS \
-                and module.weight.device.type == "cpu":
-            module.__class__ = PackedLinear
-            with torch.no_grad():
-                packed_weight(module)  # once, now, rather than inside the first timed call
+    if dtype == torch.bfloat16 and pack and BF16_PRODUCTS:
+        pack_model(model)
 
 
 def restore_dtypes(model: nn.Module) -> None:
@@ -85,35 +83,141 @@ def restore_dtypes(model: nn.Module) -> None:
     for name, tensor in tensors.items():
         if name in original and tensor.dtype != original[name]:
             tensor.data = tensor.data.to(original[name])
+
+
+def tower_rows(model: nn.Module) -> int:
+    """The tokens one image gives the vision tower (patches and the class token), else 1."""
+    vision = getattr(getattr(model, "cfg", None), "vision", None)
+    return 1 if vision is None else vision.n_tokens
+
+
+def pack_model(model: nn.Module) -> None:
+    """Every bf16 CPU `FastLinear` becomes a `PackedLinear` and every `SDPASelfAttention` a
+    `PackedSelfAttention`: the weight is reordered once into oneDNN's layout and the plain
+    Parameter is dropped. The layout is chosen for a row count: the tower's products always see
+    its tokens, the decoder's mostly one decode step's row. On the Xeon with AMX, git-base's 197-row
+    products (one block's four and the LM head, 2 threads) took 6.1 ms packed for 197 rows, 7.9 ms
+    packed for 1 row and 9.2 ms plain; any row count runs on either layout (tests/accel)."""
+    tower = {id(m) for m in getattr(model, "vision", nn.Module()).modules()}
     for module in model.modules():
-        module.__dict__.pop(PACKED, None)
+        packed = PACKED_CLASSES.get(type(module))
+        name = PACKED_NAMES.get(packed)
+        if packed is None or module._parameters.get(name) is None or module._parameters[name].device.type != "cpu":
+            continue
+        weight = module._parameters.pop(name).detach()
+        module.__class__ = packed
+        module.__dict__[PACKED] = Packed(weight, tower_rows(model) if id(module) in tower else 1)
 
 
-def packed_weight(module: nn.Linear) -> torch.Tensor:
-    """The weight in oneDNN's layout, packed again whenever the weight changed since (an in-place
-    update bumps its version; `.data =` changes its pointer), so a load_state_dict is never stale."""
-    weight = module.weight
-    key = (weight._version, weight.data_ptr())
-    entry = module.__dict__.get(PACKED)
-    if entry is None or entry[0] != key:
-        # batch size 1: the blocked layout chosen for a decode step's single row; other row counts
-        # run on it unchanged (tests/accel/test_precision.py)
-        entry = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 1))
-        module.__dict__[PACKED] = entry
-    return entry[1]
+def unpack_model(model: nn.Module) -> None:
+    """Packed modules back to their unpacked class, with a plain Parameter equal to the packed weight."""
+    for module in model.modules():
+        if type(module) in PACKED_NAMES:
+            weight = module.__dict__.pop(PACKED).dense()
+            name = PACKED_NAMES[type(module)]
+            module.__class__ = next(plain for plain, packed in PACKED_CLASSES.items() if packed is type(module))
+            module.register_parameter(name, nn.Parameter(weight))
+
+
+class Packed:
+    """A bf16 weight (N, K) in oneDNN's blocked layout, laid out for `rows` rows: an opaque mkldnn
+    tensor, which has no storage to copy or pickle, so a deep copy or torch.save of the model goes
+    through the plain weight and packs it again."""
+
+    def __init__(self, weight: torch.Tensor, rows: int) -> None:
+        self.rows = rows
+        self.tensor = torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(torch.bfloat16).contiguous(), rows)
+
+    def dense(self) -> torch.Tensor:
+        return self.tensor.to_dense()  # exactly the weight packed: the reorder moves values, rounds none
+
+    def __reduce__(self) -> tuple:
+        return Packed, (self.dense(), self.rows)
+
+
+def repack(module: nn.Module, weight: torch.Tensor) -> None:
+    """A packed module takes a new weight (load_state_dict), packed in its layout."""
+    module.__dict__[PACKED] = Packed(weight, module.__dict__[PACKED].rows)
+
+
+def packed_read(module: nn.Module) -> DerivedWeight:
+    """The packed weight as code outside reads it: shape, dtype and device for free, the plain
+    bf16 weight when an operation uses it."""
+    packed = module.__dict__[PACKED]
+    return DerivedWeight(packed.tensor.shape, torch.bfloat16, torch.device("cpu"), packed.dense)
+
+
+def packed_product(module: nn.Module, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x (..., K) times the module's packed weight, (..., N): oneDNN on the packed layout, or, where
+    that does not apply (an input of another dtype, autocast, oneDNN off, torch.compile, an input
+    that needs its gradient), F.linear on the plain weight read back."""
+    name = type(module).__name__
+    if module.training and torch.is_grad_enabled():
+        raise ValueError(f"{name}: this bf16 model's weights are packed for inference (accel.optimize"
+                           "(dtype=torch.bfloat16)) and have no gradient; call accel.restore(model) "
+                           "before training, or train in bf16 with TrainConfig(precision='bf16')")
+    plain = x.dtype != torch.bfloat16 or x.device.type != "cpu" or torch.is_autocast_enabled("cpu") \
+        or not torch.backends.mkldnn.enabled or torch.compiler.is_compiling() \
+        or (torch.is_grad_enabled() and x.requires_grad)
+    if plain:
+        return F.linear(x, packed_read(module).dense().to(x.dtype), None if bias is None else bias.to(x.dtype))
+    return ONEDNN_LINEAR(x, module.__dict__[PACKED].tensor, bias, "none", [], "")
 
 
 class PackedLinear(FastLinear):
-    """nn.Linear in bf16 whose inference product runs on oneDNN with the prepacked weight; anything
-    else (autograd, autocast, another dtype or device) is FastLinear's."""
+    """nn.Linear in bf16 whose weight is held only in oneDNN's blocked layout, for inference:
+    `weight` reads the plain weight back (exactly), and `state_dict` holds it under its usual key."""
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return packed_read(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        plain = x.dtype != torch.bfloat16 or self.weight.dtype != torch.bfloat16 or x.device.type != "cpu" \
-            or torch.is_autocast_enabled("cpu") or not torch.backends.mkldnn.enabled or torch.compiler.is_compiling() \
-            or (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
-        if plain:
-            return super().forward(x)
-        return ONEDNN_LINEAR(x, packed_weight(self), self.bias, "none", [], "")
+        return packed_product(self, x, self.bias)
+
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        destination[prefix + "weight"] = self.weight.dense()
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        weight = state_dict.pop(prefix + "weight", None)
+        if weight is not None:
+            check_shape(prefix + "weight", weight, self.weight)
+            repack(self, weight)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class PackedSelfAttention(SDPASelfAttention):
+    """The tower's attention in bf16 with its fused query/key/value projection (a ViT block's
+    largest product: 2304 of its 9984 output columns) held packed, as PackedLinear's weight."""
+
+    @property
+    def in_proj_weight(self) -> torch.Tensor:
+        return packed_read(self)
+
+    def project_in(self, x: torch.Tensor) -> torch.Tensor:
+        return packed_product(self, x, self.in_proj_bias)
+
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        destination[prefix + "in_proj_weight"] = self.in_proj_weight.dense()
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        weight = state_dict.pop(prefix + "in_proj_weight", None)
+        if weight is not None:
+            check_shape(prefix + "in_proj_weight", weight, self.in_proj_weight)
+            repack(self, weight)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def check_shape(key: str, weight: torch.Tensor, current: torch.Tensor) -> None:
+    if weight.shape != current.shape:
+        raise ValueError(f"load_state_dict: {key} has shape {tuple(weight.shape)} but this packed layer's "
+                         f"weight is {tuple(current.shape)}; load a state_dict of the same model")
+
+
+PACKED_CLASSES: dict[type[nn.Module], type[nn.Module]] = {FastLinear: PackedLinear, SDPASelfAttention: PackedSelfAttention}
+PACKED_NAMES: dict[type[nn.Module], str] = {PackedLinear: "weight", PackedSelfAttention: "in_proj_weight"}
 
 
 # --- int8 weight-only ---------------------------------------------------------------------------
@@ -153,11 +257,12 @@ def quantize_model(model: nn.Module, original_class: str) -> int:
     record_dtypes(model)
     layers = int8_layers(model)
     for layer in layers:
+        if type(layer) is PackedLinear:
+            unpack_model(layer)
         q, scale = quantize(layer.weight)
         dtype = layer.weight.dtype
         if original_class not in layer.__dict__:
             object.__setattr__(layer, original_class, type(layer))
-        layer.__dict__.pop(PACKED, None)
         del layer._parameters["weight"]
         layer.__class__ = Int8Linear
         layer.register_buffer("weight_int8", q, persistent=False)
@@ -177,30 +282,33 @@ def dequantize_model(model: nn.Module, original_class: str) -> None:
             layer.weight = nn.Parameter(weight)
 
 
-class DequantizedWeight(torch.Tensor):
-    """An int8 layer's `weight` (N, K) as read from outside: its dtype, device and shape cost nothing
-    (`GIT.new_caches` reads the LM head's on every call: dequantizing git-base's head took 81 ms),
-    and any operation on it (`Attention.keys_values` slices and multiplies) runs on int8 * scale."""
+class DerivedWeight(torch.Tensor):
+    """A weight (N, K) held in another form (int8 and scales, oneDNN's packed layout), as read from
+    outside: its dtype, device and shape cost nothing (`GIT.new_caches` reads the LM head's on every
+    call: dequantizing git-base's head took 81 ms), and any operation on it (`Attention.keys_values`
+    slices and multiplies) runs on the plain weight `dense()` computes."""
 
     @staticmethod
-    def __new__(cls, q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> DequantizedWeight:
-        return torch.Tensor._make_wrapper_subclass(cls, q.shape, dtype=dtype, device=q.device)
+    def __new__(cls, shape: torch.Size, dtype: torch.dtype, device: torch.device,
+                dense: Callable[[], torch.Tensor]) -> DerivedWeight:
+        return torch.Tensor._make_wrapper_subclass(cls, shape, dtype=dtype, device=device)
 
-    def __init__(self, q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> None:
-        self.q, self.scale, self.target = q, scale, dtype
+    def __init__(self, shape: torch.Size, dtype: torch.dtype, device: torch.device,
+                 dense: Callable[[], torch.Tensor]) -> None:
+        self.compute = dense
 
     def dense(self) -> torch.Tensor:
-        return (self.q.float() * self.scale.float()[:, None]).to(self.target)  # (N, K)
+        return self.compute()  # (N, K)
 
     @classmethod
     def __torch_dispatch__(cls, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN206 (torch's protocol)
         def dense(t: object) -> object:
-            return t.dense() if isinstance(t, DequantizedWeight) else t
+            return t.dense() if isinstance(t, DerivedWeight) else t
 
         return func(*tree_map(dense, args), **tree_map(dense, kwargs or {}))
 
     def __repr__(self) -> str:
-        return f"DequantizedWeight({self.dense()!r})"
+        return f"DerivedWeight({self.dense()!r})"
 
 
 class Int8Linear(nn.Linear):
@@ -210,7 +318,8 @@ class Int8Linear(nn.Linear):
 
     @property
     def weight(self) -> torch.Tensor:
-        return DequantizedWeight(self.weight_int8, self.weight_scale, self.__dict__[INT8_DTYPE])
+        q, scale, dtype = self.weight_int8, self.weight_scale, self.__dict__[INT8_DTYPE]
+        return DerivedWeight(q.shape, dtype, q.device, lambda: (q.float() * scale.float()[:, None]).to(dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16).contiguous()  # (M, K)

@@ -129,6 +129,8 @@ def load_pretrained(path: str | Path, *, dtype: torch.dtype = torch.float32, dev
     """A checkpoint directory -> GIT in eval mode. `fast=True` applies `accel.optimize` (the
     kernels measured faster on this machine; outputs differ by float rounding only), and
     `accel.restore(model)` takes them off again; `fast=False` returns plain PyTorch layers.
+    With dtype=torch.bfloat16 on a CPU with bf16 products, `fast` also packs the products'
+    weights for inference (accel/precision.py): restore the model before training it.
     A variant directory (variant.json) imports and runs its builder's code (variant.py).
     An original model.pt file loads through original.py: `variant` names which one it is
     ("GIT_BASE_COCO"), unless its folders do (output/GIT_BASE_COCO/snapshot/model.pt)."""
@@ -147,7 +149,8 @@ def load_pretrained(path: str | Path, *, dtype: torch.dtype = torch.float32, dev
     hf_sd, source = read_hf_tensors(directory)
     sd = from_hf_state_dict(hf_sd, cfg, source=source)
     model = model_from_state_dict(sd, cfg).to(device=device, dtype=dtype).eval()
-    return accel.optimize(model) if fast else model
+    # bf16: the packed products too (inference only; accel.restore(model) before training)
+    return accel.optimize(model, dtype=torch.bfloat16 if dtype == torch.bfloat16 else None) if fast else model
 
 
 def save_pretrained(model: GIT, path: str | Path, *, force: bool = False) -> None:

@@ -264,4 +264,5 @@ def load_original(path: str | Path, variant: str | None = None, *, config: GitCo
         config = config_for_variant(variant)
     sd = from_original_state_dict(read_original(path), config, source=str(path), variant=variant)
     model = model_from_state_dict(sd, config).to(device=device, dtype=dtype).eval()
-    return accel.optimize(model) if fast else model
+    # bf16: the packed products too (inference only; accel.restore(model) before training)
+    return accel.optimize(model, dtype=torch.bfloat16 if dtype == torch.bfloat16 else None) if fast else model

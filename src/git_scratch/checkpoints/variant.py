@@ -143,7 +143,8 @@ def load_variant(directory: str | Path, *, dtype: torch.dtype = torch.float32, d
         model = build_variant(variant.builder, variant.config, source=str(directory / VARIANT_FILE))
     load_variant_weights(model, directory, variant)
     model = model.to(device=device, dtype=dtype).eval()
-    return accel.optimize(model) if fast else model
+    # bf16: the packed products too (inference only; accel.restore(model) before training)
+    return accel.optimize(model, dtype=torch.bfloat16 if dtype == torch.bfloat16 else None) if fast else model
 
 
 def load_variant_weights(model: GIT, directory: Path, variant: Variant | None = None) -> None:
