@@ -218,6 +218,8 @@ def test_each_product_takes_the_kernel_measured_for_its_rows(monkeypatch: pytest
         assert kernels.use_onednn(torch.randn(1, 16), torch.randn(4, 16))  # another width: the rule
     assert kernels.describe_choice(8) == ("MKL at 1-3 rows, oneDNN at 4-8 rows, MKL at 9-64 rows, "
                                           "oneDNN at 65-512 rows, MKL from 513 rows (measured)")
+    monkeypatch.setattr(kernels, "MEASURED", {(threads, 8): (False,) * len(kernels.ROW_RANGES)})
+    assert kernels.describe_choice(8) == "MKL at every size (measured)"
 
 
 def test_optimize_measures_the_kernels_once_on_the_model_and_describe_names_them(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -91,6 +91,10 @@ def test_packed_product_equals_bf16_linear_and_follows_weight_changes(rows: int)
         torch.testing.assert_close(packed(x), nn.functional.linear(x, -layer.weight, layer.bias))
         with pytest.raises(ValueError, match="has shape \\(80, 47\\).*load a state_dict of the same model"):
             packed.load_state_dict({"weight": layer.weight[:, 1:], "bias": layer.bias})
+        with pytest.raises(RuntimeError, match="Missing key.*\"weight\""):  # strict, as for a Parameter
+            packed.load_state_dict({"bias": layer.bias})
+        packed.load_state_dict({"bias": layer.bias}, strict=False)  # not strict: the weight stays
+        torch.testing.assert_close(packed(x), nn.functional.linear(x, -layer.weight, layer.bias))
 
 
 @pytest.mark.skipif(not precision.BF16_PRODUCTS, reason="the CPU has no native bf16 products")
@@ -251,3 +255,13 @@ def test_loading_in_bf16_packs_the_products(trained: tuple, tmp_path) -> None:
     assert any(type(m) is PackedLinear for m in loaded.modules())
     optimized = accel.optimize(copy.deepcopy(model), dtype=torch.bfloat16)
     assert torch.equal(generate(loaded, pixels, max_new_tokens=6), generate(optimized, pixels, max_new_tokens=6))
+
+
+@pytest.mark.skipif(not precision.BF16_PRODUCTS, reason="the CPU has no native bf16 products")
+def test_a_tied_lm_head_stays_tied_in_bf16_and_int8() -> None:
+    """A head sharing the word embedding is neither packed (that would hold the weight twice and
+    untie it) nor quantized (int8_layers leaves shared weights alone)."""
+    model = GIT(tiny_config(tie_embeddings=True)).eval()
+    accel.optimize(model, dtype=torch.bfloat16, weights="int8")
+    assert model.lm_head.weight is model.embed.word.weight and type(model.lm_head) is FastLinear
+    assert any(type(m) is PackedLinear for m in model.vision.modules())

@@ -155,6 +155,8 @@ def describe_choice(width: int) -> str:
         else:
             spans.append([name, low, most])
         low = (most or 0) + 1
+    if len(spans) == 1:
+        return f"{spans[0][0]} at every size (measured)"
     return ", ".join(f"{name} at {lo}-{hi} rows" if hi is not None else f"{name} from {lo} rows"
                      for name, lo, hi in spans) + " (measured)"
 

@@ -2,15 +2,20 @@
 prepacked once, and weight-only int8 for the decoder's products. `accel.optimize(model,
 dtype=torch.bfloat16, weights="int8")` calls these; `accel.restore` undoes them.
 
-bf16. Every floating parameter and buffer is cast in place (the Parameter objects stay, so an
-optimizer made before still holds them). On a CPU with native bf16 products (AVX512-BF16 or AMX,
-`torch.ops.mkldnn._is_mkldnn_bf16_supported`) each `FastLinear` becomes a `PackedLinear`: its
-inference product runs on oneDNN with the weight reordered once into oneDNN's blocked layout
-(`_reorder_linear_weight`), instead of on every call. A git-base decode step's 25 products took
-6.7 ms packed against 13.6 ms with `F.linear` in bf16 and 15.7 ms in fp32 (1 thread, CPU time,
-under contention, docs/performance.md). The packed copy is an opaque oneDNN tensor beside the
-plain bf16 weight, which stays for everything else (state_dict, autograd, `keys_values`): the
-linears' weights take as many bytes as in fp32. Training and CUDA take `F.linear` in bf16.
+bf16. Every floating parameter and buffer is cast in place (the Parameter objects stay). On a
+CPU with native bf16 products (AVX512-BF16 or AMX, `torch.ops.mkldnn._is_mkldnn_bf16_supported`)
+each `FastLinear` becomes a `PackedLinear`, and the tower's `SDPASelfAttention` a
+`PackedSelfAttention` (its fused in_proj): the weight is reordered once into oneDNN's blocked
+layout (`_reorder_linear_weight`) instead of on every call, and that packed copy is the only
+one, so bf16 weighs half of fp32 (`pack_model`). A git-base decode step's 25 products took
+6.7 ms packed against 13.6 ms with `F.linear` in bf16 and 15.7 ms in fp32 (AMD EPYC, 1 thread,
+CPU time); on the Xeon with AMX 5.3-5.5 ms (2 threads), about its read bandwidth
+(docs/performance.md). `weight` still reads as a bf16 (N, K) tensor (`DerivedWeight`: the
+packed copy read back, exactly), `state_dict` keeps its keys and values, and a deep copy or
+pickle packs again. Packed, the model is for inference: it has no weight Parameters to train,
+so a forward in train mode with gradients is refused in one line (`accel.restore` gives plain
+bf16 layers back; bf16 training is autocast over fp32 weights, training/precision.py).
+torch.compile and CUDA take `F.linear` in bf16 on plain weights.
 
 int8 (weight-only). Each decoder product (every block's qkv, out, fc and proj, and the LM head:
 `INT8_LM_HEAD`) stores its weight as int8 with one symmetric scale per output channel, and
@@ -30,6 +35,7 @@ Inference only: the int8 weight has no gradient. The tower and the image project
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Callable
 
 import torch
@@ -99,11 +105,14 @@ def pack_model(model: nn.Module) -> None:
     products (one block's four and the LM head, 2 threads) took 6.1 ms packed for 197 rows, 7.9 ms
     packed for 1 row and 9.2 ms plain; any row count runs on either layout (tests/accel)."""
     tower = {id(m) for m in getattr(model, "vision", nn.Module()).modules()}
+    holders = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
     for module in model.modules():
         packed = PACKED_CLASSES.get(type(module))
         name = PACKED_NAMES.get(packed)
         if packed is None or module._parameters.get(name) is None or module._parameters[name].device.type != "cpu":
             continue
+        if holders[id(module._parameters[name])] > 1:  # tied (an LM head sharing the word embedding): a
+            continue  # packed copy would hold the weight twice, and untie it
         weight = module._parameters.pop(name).detach()
         module.__class__ = packed
         module.__dict__[PACKED] = Packed(weight, tower_rows(model) if id(module) in tower else 1)
@@ -154,8 +163,8 @@ def packed_product(module: nn.Module, x: torch.Tensor, bias: torch.Tensor | None
     name = type(module).__name__
     if module.training and torch.is_grad_enabled():
         raise ValueError(f"{name}: this bf16 model's weights are packed for inference (accel.optimize"
-                           "(dtype=torch.bfloat16)) and have no gradient; call accel.restore(model) "
-                           "before training, or train in bf16 with TrainConfig(precision='bf16')")
+                         "(dtype=torch.bfloat16)) and have no gradient; call accel.restore(model) "
+                         "before training, or train in bf16 with TrainConfig(precision='bf16')")
     plain = x.dtype != torch.bfloat16 or x.device.type != "cpu" or torch.is_autocast_enabled("cpu") \
         or not torch.backends.mkldnn.enabled or torch.compiler.is_compiling() \
         or (torch.is_grad_enabled() and x.requires_grad)
@@ -179,12 +188,9 @@ class PackedLinear(FastLinear):
         destination[prefix + "weight"] = self.weight.dense()
         super()._save_to_state_dict(destination, prefix, keep_vars)
 
-    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
-        weight = state_dict.pop(prefix + "weight", None)
-        if weight is not None:
-            check_shape(prefix + "weight", weight, self.weight)
-            repack(self, weight)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args) -> None:
+        load_packed(self, state_dict, prefix, *args)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
 
 class PackedSelfAttention(SDPASelfAttention):
@@ -202,18 +208,26 @@ class PackedSelfAttention(SDPASelfAttention):
         destination[prefix + "in_proj_weight"] = self.in_proj_weight.dense()
         super()._save_to_state_dict(destination, prefix, keep_vars)
 
-    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
-        weight = state_dict.pop(prefix + "in_proj_weight", None)
-        if weight is not None:
-            check_shape(prefix + "in_proj_weight", weight, self.in_proj_weight)
-            repack(self, weight)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args) -> None:
+        load_packed(self, state_dict, prefix, *args)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
 
-def check_shape(key: str, weight: torch.Tensor, current: torch.Tensor) -> None:
+def load_packed(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict, strict: bool,
+                missing_keys: list[str], *_: object) -> None:
+    """nn.Module._load_from_state_dict's part for the packed weight, which is no Parameter: taken
+    out of `state_dict` (load_state_dict hands each module a copy) and packed in its layout."""
+    key = prefix + PACKED_NAMES[type(module)]
+    weight = state_dict.pop(key, None)
+    if weight is None:
+        if strict:
+            missing_keys.append(key)
+        return
+    current = module.__dict__[PACKED].tensor
     if weight.shape != current.shape:
         raise ValueError(f"load_state_dict: {key} has shape {tuple(weight.shape)} but this packed layer's "
                          f"weight is {tuple(current.shape)}; load a state_dict of the same model")
+    repack(module, weight)
 
 
 PACKED_CLASSES: dict[type[nn.Module], type[nn.Module]] = {FastLinear: PackedLinear, SDPASelfAttention: PackedSelfAttention}
