@@ -44,6 +44,30 @@ def test_cached_steps_equal_full_forward(init_std: float, dtype: torch.dtype, at
         torch.testing.assert_close(logits, full[:, 3 + i].float(), atol=atol, rtol=0)
 
 
+def test_one_row_per_image_decodes_in_the_prefix_caches(model: GIT) -> None:
+    """With room, prefill decodes in the prefix's own caches (no copy of the image slots), and the
+    logits, the steps and generate's tokens equal the copying path's, twice over the same prefix."""
+    torch.manual_seed(1)
+    pixel_values, input_ids = torch.randn(3, 3, 32, 32), torch.randint(3, 99, (3, 4))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, :2] = 0  # a left-padded row
+    with torch.no_grad():
+        copied = prefill(model, encode_prefix(model, pixel_values), torch.arange(3), input_ids, attention_mask, 5)
+        roomy = encode_prefix(model, pixel_values, room=4 + 5)
+        for _ in range(2):  # the second decode finds the first one's text in the slots, unseen
+            state, logits = prefill(model, roomy, torch.arange(3), input_ids, attention_mask, 5)
+            assert all(a is b for a, b in zip(state.caches, roomy.caches))
+            torch.testing.assert_close(logits, copied[1], rtol=0, atol=0)
+            token = logits.argmax(-1, keepdim=True)
+            torch.testing.assert_close(decode_step(model, state, token, 4), decode_step(model, copied[0], token, 4),
+                                       rtol=0, atol=0)
+        state, _ = prefill(model, roomy, torch.tensor([0, 0, 1]), input_ids, attention_mask, 5)  # not one row each
+        assert all(a is not b for a, b in zip(state.caches, roomy.caches))
+        tokens = model.generate(pixel_values, input_ids, attention_mask, max_new_tokens=5)
+        prefix = encode_prefix(model, pixel_values)  # a caller's prefix: copied, as before
+        assert torch.equal(model.generate(None, input_ids, attention_mask, max_new_tokens=5, prefix=prefix), tokens)
+
+
 def test_beam_search_encodes_each_image_once(model: GIT) -> None:
     calls = count_vision_calls(model)
     model.generate(torch.randn(2, 3, 32, 32), num_beams=3, num_return_sequences=2, max_new_tokens=5)

@@ -59,7 +59,8 @@ def load_onnx(directory: str | Path) -> OnnxGIT:
     return OnnxGIT(exported, GitConfig.from_dict(exported.description["config"], source=str(Path(directory) / "export.json")))
 
 
-def encode_prefix(model: OnnxGIT, pixel_values: torch.Tensor) -> ImagePrefix:
+def encode_prefix(model: OnnxGIT, pixel_values: torch.Tensor, room: int = 0) -> ImagePrefix:
+    """prefix.py's encode_prefix over the image graph. `room` is ignored: prefill copies into numpy caches."""
     arrays = model.exported.encode_image(pixel_values.detach().cpu().numpy())
     tensors = [torch.from_numpy(a) for a in arrays]
     return ImagePrefix(tuple(tensors[0::2]), tuple(tensors[1::2]))

@@ -31,10 +31,12 @@ from ..model.git import GIT, text_positions
 
 @dataclass(frozen=True)
 class ImagePrefix:
-    """Per-layer keys and values of the image tokens, each (B, H, N, Dh)."""
+    """Per-layer keys and values of the image tokens, each (B, H, N, Dh). With `caches`, they are
+    the image slots of caches with room for text after them (`encode_prefix(room=)`)."""
 
     keys: tuple[torch.Tensor, ...]
     values: tuple[torch.Tensor, ...]
+    caches: tuple[KVCache, ...] | None = None
 
     @property
     def n_tokens(self) -> int:
@@ -49,8 +51,12 @@ class DecodeState:
     n_image: int
 
 
-def encode_prefix(model: GIT, pixel_values: torch.Tensor) -> ImagePrefix:
-    """Vision encoder, projection, and every layer's keys/values over the image tokens alone."""
+def encode_prefix(model: GIT, pixel_values: torch.Tensor, room: int = 0) -> ImagePrefix:
+    """Vision encoder, projection, and every layer's keys/values over the image tokens alone.
+    room > 0: the caches then get that many text slots after the image's, so that `prefill`, when
+    each image is decoded by one row, decodes in them instead of copying every layer's image
+    slots into new caches while the prefix still holds them all (`generate` asks for it: for a
+    batch of 8 git-base images that was 58 MB held twice)."""
     image_embeds = model.encode_image(pixel_values)  # (B, N, D)
     batch, n_image = image_embeds.shape[:2]
     caches = model.new_caches(batch, n_image)
@@ -67,7 +73,14 @@ def encode_prefix(model: GIT, pixel_values: torch.Tensor) -> ImagePrefix:
     # query, attention and MLP would be thrown away: skip them (14% of the decoder's FLOPs over
     # the image tokens; measured 5% of the git-base prefix, ViT included, docs/performance.md).
     caches[-1].update(slots, *model.blocks[-1].keys_values(x))
-    return ImagePrefix(tuple(c.k for c in caches), tuple(c.v for c in caches))
+    if room:  # moved one layer at a time: the image's attention above ran over its own slots only
+        for i, cache in enumerate(caches):
+            _, heads, _, head_dim = cache.k.shape
+            roomy = KVCache(batch, heads, n_image + room, head_dim, cache.k.dtype, cache.k.device)
+            roomy.k[:, :, :n_image], roomy.v[:, :, :n_image] = cache.k, cache.v
+            caches[i] = roomy
+    return ImagePrefix(tuple(c.k[:, :, :n_image] for c in caches), tuple(c.v[:, :, :n_image] for c in caches),
+                       tuple(caches) if room else None)
 
 
 def empty_prefix(model: GIT) -> ImagePrefix:
@@ -86,12 +99,26 @@ def prefill(model: GIT, prefix: ImagePrefix, image_index: torch.Tensor, input_id
     n_image = prefix.n_tokens
     generated = torch.ones(rows, max_new_tokens, dtype=torch.bool, device=input_ids.device)
     text_mask = torch.cat([attention_mask.bool(), generated], dim=1)  # (R, T)
-    caches = model.new_caches(rows, n_image + n_prompt + max_new_tokens)
-    for cache, k, v in zip(caches, prefix.keys, prefix.values):
-        cache.k[:, :, :n_image] = k[image_index]  # a copy per row; the image is never re-encoded
-        cache.v[:, :, :n_image] = v[image_index]
+    length = n_image + n_prompt + max_new_tokens
+    if decodes_in_place(prefix, image_index, length):
+        caches = list(prefix.caches)  # row r is image r: its text slots follow its image's
+    else:
+        caches = model.new_caches(rows, length)
+        for cache, k, v in zip(caches, prefix.keys, prefix.values):
+            cache.k[:, :, :n_image] = k[image_index]  # a copy per row; the image is never re-encoded
+            cache.v[:, :, :n_image] = v[image_index]
     state = DecodeState(caches, model.attention_mask(n_image, text_mask), text_positions(text_mask), n_image)
     return state, decode_step(model, state, input_ids, 0)
+
+
+def decodes_in_place(prefix: ImagePrefix, image_index: torch.Tensor, length: int) -> bool:
+    """Whether prefill may decode in the prefix's own caches: they have room for `length` slots and
+    row r decodes image r, each image once. Their text slots are zeros or, after an earlier
+    decode, stale values; either way a slot is written before a query may see it (the mask)."""
+    if prefix.caches is None or prefix.caches[0].k.shape[2] != length:
+        return False
+    rows = torch.arange(prefix.keys[0].shape[0], device=image_index.device)
+    return image_index.shape == rows.shape and bool(torch.equal(image_index, rows))
 
 
 def decode_step(model: GIT, state: DecodeState, input_ids: torch.Tensor, start: int) -> torch.Tensor:

@@ -174,7 +174,8 @@ def parameter_device(model: GIT) -> torch.device:
 class Runtime:
     """The functions decoding reaches a model through: prefix.py's, over a PyTorch GIT. The loops
     and `generate` touch the model only here (and its `cfg`), so another runtime over another model
-    object swaps these alone: export/decode.py runs the exported ONNX graphs through the same loops."""
+    object swaps these alone: export/decode.py runs the exported ONNX graphs through the same loops.
+    encode_prefix takes `room=` (text slots to leave after the image's); a runtime may ignore it."""
 
     encode_prefix: Callable[..., ImagePrefix]
     empty_prefix: Callable[..., ImagePrefix]
@@ -428,8 +429,10 @@ def generate(model: GIT, pixel_values: torch.Tensor | None, input_ids: torch.Ten
                              repetition_penalty=repetition_penalty, prompt_pads=attention_mask.int().argmax(-1),
                              no_repeat_ngram_size=no_repeat_ngram_size, bad_words_ids=bad_words_ids,
                              vocab_size=cfg.vocab_size)
-    if prefix is None:
-        prefix = runtime.encode_prefix(model, pixel_values.to(device))
+    if prefix is None:  # one row per image: the rows decode in the prefix's caches, not in copies
+        in_place = per_row == 1 and torch.equal(image_index, torch.arange(len(image_index), device=device))
+        room = input_ids.shape[1] + max_new_tokens if in_place else 0
+        prefix = runtime.encode_prefix(model, pixel_values.to(device), room=room)
     state, logits = runtime.prefill(model, prefix, image_index, input_ids, attention_mask, max_new_tokens)
     # per-step tensors are kept only when asked for: the default call keeps nothing
     kept_scores = [] if return_dict_in_generate and output_scores else None
