@@ -173,7 +173,20 @@ def packed_product(module: nn.Module, x: torch.Tensor, bias: torch.Tensor | None
     return ONEDNN_LINEAR(x, module.__dict__[PACKED].tensor, bias, "none", [], "")
 
 
-class PackedLinear(FastLinear):
+class PackedState:
+    """state_dict for a packed module: its weight saved under its usual key, read back from the
+    packed copy, and loaded by packing the given one (`load_packed`)."""
+
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        destination[prefix + PACKED_NAMES[type(self)]] = packed_read(self).dense()
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args) -> None:
+        load_packed(self, state_dict, prefix, *args)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+
+class PackedLinear(PackedState, FastLinear):
     """nn.Linear in bf16 whose weight is held only in oneDNN's blocked layout, for inference:
     `weight` reads the plain weight back (exactly), and `state_dict` holds it under its usual key."""
 
@@ -184,16 +197,8 @@ class PackedLinear(FastLinear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return packed_product(self, x, self.bias)
 
-    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
-        destination[prefix + "weight"] = self.weight.dense()
-        super()._save_to_state_dict(destination, prefix, keep_vars)
 
-    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args) -> None:
-        load_packed(self, state_dict, prefix, *args)
-        super()._load_from_state_dict(state_dict, prefix, *args)
-
-
-class PackedSelfAttention(SDPASelfAttention):
+class PackedSelfAttention(PackedState, SDPASelfAttention):
     """The tower's attention in bf16 with its fused query/key/value projection (a ViT block's
     largest product: 2304 of its 9984 output columns) held packed, as PackedLinear's weight."""
 
@@ -203,14 +208,6 @@ class PackedSelfAttention(SDPASelfAttention):
 
     def project_in(self, x: torch.Tensor) -> torch.Tensor:
         return packed_product(self, x, self.in_proj_bias)
-
-    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
-        destination[prefix + "in_proj_weight"] = self.in_proj_weight.dense()
-        super()._save_to_state_dict(destination, prefix, keep_vars)
-
-    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args) -> None:
-        load_packed(self, state_dict, prefix, *args)
-        super()._load_from_state_dict(state_dict, prefix, *args)
 
 
 def load_packed(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict, strict: bool,
