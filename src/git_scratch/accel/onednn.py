@@ -11,8 +11,8 @@ depends on the CPU and on the number of rows, in ways no fixed rule covered (doc
   against 23 ms) and beyond ~1000 rows, oneDNN between.
 
 So `optimize` measures it (`measure_kernels`): for each range of rows in `ROW_RANGES` it times
-both kernels on the model's own layers, once per process and thread count, and each product
-then takes the faster one for its row count. Until something is measured (a FastLinear made
+both kernels on products of the model's shapes, once per process and thread count, and each
+product then takes the faster one for its row count. Until something is measured (a FastLinear made
 by hand) the rule found on the first two hosts holds: oneDNN at every size with AVX-512, at up
 to `FEW_ROWS` rows in inference without. Training follows the same choice (`OneDNNLinear`,
 forward and backward). The kernels differ in float rounding only (tests/accel; tests/parity at
@@ -36,8 +36,9 @@ from torch import nn
 
 # oneDNN's fp32 linear; None where torch was built without oneDNN (mkldnn).
 ONEDNN_LINEAR = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
-FEW_ROWS = 64  # the unmeasured rule: oneDNN up to here in inference,
-AVX512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")  # and at every size with AVX-512
+# The rule before any measurement: oneDNN at every size with AVX-512, else up to FEW_ROWS in inference.
+FEW_ROWS = 64
+AVX512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 # (most rows in the range, rows timed): 1-3 rows greedy decoding or 3 beams (where MKL was
 # faster on the Xeon, up to 3 rows and not from 4), up to 8 a small batch, up to 64 a batch of
 # beams, up to 512 the image prefix or a prefill, beyond it a batch of images or training

@@ -160,9 +160,8 @@ def packed_product(module: nn.Module, x: torch.Tensor, bias: torch.Tensor | None
     """x (..., K) times the module's packed weight, (..., N): oneDNN on the packed layout, or, where
     that does not apply (an input of another dtype, autocast, oneDNN off, torch.compile, an input
     that needs its gradient), F.linear on the plain weight read back."""
-    name = type(module).__name__
     if module.training and torch.is_grad_enabled():
-        raise ValueError(f"{name}: this bf16 model's weights are packed for inference (accel.optimize"
+        raise ValueError(f"{type(module).__name__}: this bf16 model's weights are packed for inference (accel.optimize"
                          "(dtype=torch.bfloat16)) and have no gradient; call accel.restore(model) "
                          "before training, or train in bf16 with TrainConfig(precision='bf16')")
     plain = x.dtype != torch.bfloat16 or x.device.type != "cpu" or torch.is_autocast_enabled("cpu") \

@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .. import accel
 from ..atomic import atomic_directory
 from ..config import GitConfig
 from ..model.git import GIT
@@ -28,6 +27,7 @@ from .hub import (
     config_to_hf,
     from_hf_state_dict,
     model_from_state_dict,
+    ready,
     to_hf_state_dict,
 )
 from .original import load_original
@@ -148,9 +148,7 @@ def load_pretrained(path: str | Path, *, dtype: torch.dtype = torch.float32, dev
     cfg = read_hf_config(directory / "config.json")
     hf_sd, source = read_hf_tensors(directory)
     sd = from_hf_state_dict(hf_sd, cfg, source=source)
-    model = model_from_state_dict(sd, cfg).to(device=device, dtype=dtype).eval()
-    # bf16: the packed products too (inference only; accel.restore(model) before training)
-    return accel.optimize(model, dtype=torch.bfloat16 if dtype == torch.bfloat16 else None) if fast else model
+    return ready(model_from_state_dict(sd, cfg), device=device, dtype=dtype, fast=fast)
 
 
 def save_pretrained(model: GIT, path: str | Path, *, force: bool = False) -> None:

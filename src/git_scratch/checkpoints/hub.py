@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 import torch
 
+from .. import accel
 from ..config import GitConfig, VisionConfig
 from ..model.git import GIT
 
@@ -247,6 +248,14 @@ def from_hf_state_dict(hf_sd: dict[str, torch.Tensor], cfg: GitConfig, source: s
         raise ValueError(f"{source} does not fit its config.json: {'; '.join(problems)}; "
                          "check that the weights and config.json come from the same checkpoint")
     return ours
+
+
+def ready(model: GIT, *, device: torch.device | str, dtype: torch.dtype, fast: bool) -> GIT:
+    """A loaded model as every loader returns it: on `device` in `dtype`, in eval mode, and with
+    `fast` accel's kernels; in bf16 those pack the products' weights for inference (accel/precision.py:
+    `accel.restore(model)` before training it)."""
+    model = model.to(device=device, dtype=dtype).eval()
+    return accel.optimize(model, dtype=torch.bfloat16 if dtype == torch.bfloat16 else None) if fast else model
 
 
 def model_from_state_dict(sd: dict[str, torch.Tensor], cfg: GitConfig) -> GIT:

@@ -20,10 +20,9 @@ from typing import Any
 
 import torch
 
-from .. import accel
 from ..config import GitConfig, VisionConfig
 from ..model.git import GIT
-from .hub import expanded_key_map, expected_shapes, model_from_state_dict
+from .hub import expanded_key_map, expected_shapes, model_from_state_dict, ready
 
 # --- the variants ------------------------------------------------------------------------------
 
@@ -263,6 +262,4 @@ def load_original(path: str | Path, variant: str | None = None, *, config: GitCo
                              f"one of: {', '.join(VARIANTS)}")
         config = config_for_variant(variant)
     sd = from_original_state_dict(read_original(path), config, source=str(path), variant=variant)
-    model = model_from_state_dict(sd, config).to(device=device, dtype=dtype).eval()
-    # bf16: the packed products too (inference only; accel.restore(model) before training)
-    return accel.optimize(model, dtype=torch.bfloat16 if dtype == torch.bfloat16 else None) if fast else model
+    return ready(model_from_state_dict(sd, config), device=device, dtype=dtype, fast=fast)

@@ -30,13 +30,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .. import accel
 from ..atomic import atomic_directory, atomic_write, atomic_write_text
 from ..config import GitConfig
 from ..data.processor import ImageProcessor
 from ..data.tokenizer import GitTokenizer
 from ..model.git import GIT
-from .hub import listed
+from .hub import listed, ready
 
 VARIANT_FILE = "variant.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -142,9 +141,7 @@ def load_variant(directory: str | Path, *, dtype: torch.dtype = torch.float32, d
     with torch.random.fork_rng(devices=[]):  # the builder's init is overwritten: it must not move the caller's RNG
         model = build_variant(variant.builder, variant.config, source=str(directory / VARIANT_FILE))
     load_variant_weights(model, directory, variant)
-    model = model.to(device=device, dtype=dtype).eval()
-    # bf16: the packed products too (inference only; accel.restore(model) before training)
-    return accel.optimize(model, dtype=torch.bfloat16 if dtype == torch.bfloat16 else None) if fast else model
+    return ready(model, device=device, dtype=dtype, fast=fast)
 
 
 def load_variant_weights(model: GIT, directory: Path, variant: Variant | None = None) -> None:
